@@ -1,0 +1,132 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os/signal"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/sessiond/sessiond/lifecycle"
+)
+
+// run is the whole daemon: it builds the parts in order, serves until ctx is
+// done or SIGINT/SIGTERM arrives, then stops them in reverse order.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+
+	fs := flag.NewFlagSet("sessiond", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	configPath := fs.String("config", "", "path to the YAML configuration file (optional)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg, err := LoadConfig(*configPath, getenv)
+	if err != nil {
+		return err
+	}
+	logger := newLogger(stdout, cfg.LogLevel)
+	logger.Info("starting sessiond", "config", cfg)
+
+	// Redis: the configured one, or a private child for local runs.
+	redisURL := cfg.RedisURL
+	if redisURL == "" {
+		url, stopRedis, err := startLocalRedis(ctx, logger)
+		if err != nil {
+			return err
+		}
+		defer func() {
+			if err := stopRedis(); err != nil {
+				logger.Warn("stop local redis", "err", err.Error())
+			}
+		}()
+		redisURL = url
+	}
+	opts, err := redis.ParseURL(redisURL)
+	if err != nil {
+		return fmt.Errorf("redis url: %w", err)
+	}
+	rdb := redis.NewClient(opts)
+	defer rdb.Close()
+
+	svc := lifecycle.New(rdb, lifecycle.Config{
+		SessionTTL:      cfg.SessionTTL,
+		TokenTTL:        cfg.TokenTTL,
+		PurgeAfter:      cfg.PurgeAfter,
+		Retention:       cfg.Retention,
+		EventsRetention: cfg.EventsRetention,
+		Logger:          logger,
+	})
+	api := lifecycle.NewAPI(svc, lifecycle.APIConfig{
+		Clients:     clientSecrets(cfg.Clients),
+		DeleteLimit: rateWindows(cfg.DeleteLimit),
+		Logger:      logger,
+	})
+
+	var draining atomic.Bool
+	srv := &http.Server{
+		Handler:           routes(api, rdb, &draining),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      60 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}
+	ln, err := net.Listen("tcp", cfg.AdminAddr)
+	if err != nil {
+		return fmt.Errorf("admin listener: %w", err)
+	}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+	logger.Info("admin api listening", "addr", ln.Addr().String())
+
+	select {
+	case <-ctx.Done():
+		logger.Info("shutting down")
+	case err := <-serveErr:
+		return fmt.Errorf("admin server: %w", err)
+	}
+
+	// Stop in reverse order: not ready first, then the admin server with a
+	// fresh timeout (ctx is already done).
+	draining.Store(true)
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(shutdownCtx); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		logger.Warn("admin server shutdown", "err", err.Error())
+	}
+	logger.Info("stopped")
+	return nil
+}
+
+func newLogger(w io.Writer, level string) *slog.Logger {
+	var l slog.Level
+	_ = l.UnmarshalText([]byte(level)) // validated by LoadConfig
+	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: l}))
+}
+
+func clientSecrets(cs []Client) map[string]string {
+	m := make(map[string]string, len(cs))
+	for _, c := range cs {
+		m[c.Key] = c.Secret
+	}
+	return m
+}
+
+func rateWindows(ws []RateWindow) []lifecycle.RateWindow {
+	out := make([]lifecycle.RateWindow, len(ws))
+	for i, w := range ws {
+		out[i] = lifecycle.RateWindow{Limit: w.Limit, Window: w.Window}
+	}
+	return out
+}
