@@ -93,9 +93,9 @@ func (s *Service) List(ctx context.Context, q ListQuery) (*Page, error) {
 				s.rdb.ZRem(ctx, key, members[i])
 				continue
 			}
-			var r record
-			if err := json.Unmarshal([]byte(raw), &r); err != nil {
-				return nil, fmt.Errorf("list sessions: decode %s: %w", memberID(members[i]), err)
+			r, err := decodeRecord(raw)
+			if err != nil {
+				return nil, fmt.Errorf("list sessions: %w", err)
 			}
 			if r.DeletedAt != nil {
 				continue
@@ -105,7 +105,7 @@ func (s *Service) List(ctx context.Context, q ListQuery) (*Page, error) {
 				page.NextCursor = &cur
 				return page, s.fillPersonal(ctx, page.Sessions)
 			}
-			if overdue(&r, now) {
+			if overdue(r, now) {
 				got, err := s.Get(ctx, r.ID)
 				if err != nil {
 					continue // deleted meanwhile

@@ -115,15 +115,12 @@ func (s *Service) load(ctx context.Context, c redis.Cmdable, id string) (snapsho
 	if !ok {
 		return snapshot{}, ErrNotFound
 	}
-	rec := new(record)
-	if err := json.Unmarshal([]byte(raw), rec); err != nil {
-		return snapshot{}, fmt.Errorf("load session %s: %w", id, err)
+	rec, err := decodeRecord(raw)
+	if err != nil {
+		return snapshot{}, err
 	}
 	if rec.DeletedAt != nil {
 		return snapshot{}, ErrNotFound
-	}
-	if rec.Tags == nil {
-		rec.Tags = []string{}
 	}
 	if p, ok := vals[1].(string); ok {
 		var pii personal
@@ -135,6 +132,18 @@ func (s *Service) load(ctx context.Context, c redis.Cmdable, id string) (snapsho
 	snap := snapshot{rec: rec}
 	snap.tokenHash, _ = vals[2].(string)
 	return snap, nil
+}
+
+// decodeRecord decodes a stored session record.
+func decodeRecord(raw string) (*record, error) {
+	r := new(record)
+	if err := json.Unmarshal([]byte(raw), r); err != nil {
+		return nil, fmt.Errorf("decode session record: %w", err)
+	}
+	if r.Tags == nil {
+		r.Tags = []string{}
+	}
+	return r, nil
 }
 
 // clone returns a deep enough copy of r for a change to edit.

@@ -2,7 +2,6 @@ package lifecycle
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -90,9 +89,8 @@ func (s *Service) purge(ctx context.Context, id string) (bool, error) {
 		}
 		var r *record
 		if err == nil {
-			r = new(record)
-			if err := json.Unmarshal([]byte(raw), r); err != nil {
-				return nil, fmt.Errorf("decode session %s: %w", id, err)
+			if r, err = decodeRecord(raw); err != nil {
+				return nil, err
 			}
 			if at := s.purgeAt(r); s.now().Before(at) {
 				// Not due (the session changed since): fix the index.

@@ -59,12 +59,19 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	rdb := redis.NewClient(opts)
 	defer rdb.Close()
 
+	// Timed work: the scheduler is the lifecycle's timer, so it comes first
+	// and starts once the lifecycle exists.
+	sched, err := newScheduler(cfg, redisURL, rdb, logger)
+	if err != nil {
+		return err
+	}
 	svc := lifecycle.New(rdb, lifecycle.Config{
 		SessionTTL:      cfg.SessionTTL,
 		TokenTTL:        cfg.TokenTTL,
 		PurgeAfter:      cfg.PurgeAfter,
 		Retention:       cfg.Retention,
 		EventsRetention: cfg.EventsRetention,
+		Timer:           sched.timer(),
 		Logger:          logger,
 	})
 	api := lifecycle.NewAPI(svc, lifecycle.APIConfig{
@@ -72,6 +79,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		DeleteLimit: rateWindows(cfg.DeleteLimit),
 		Logger:      logger,
 	})
+	disp, err := newDispatcher(cfg, redisURL, rdb, svc, api, logger)
+	if err != nil {
+		return err
+	}
+	parts := []part{sched.withService(svc), disp}
+	for _, p := range parts {
+		if err := p.Start(ctx); err != nil {
+			return err
+		}
+	}
 
 	var draining atomic.Bool
 	srv := &http.Server{
@@ -97,16 +114,31 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return fmt.Errorf("admin server: %w", err)
 	}
 
-	// Stop in reverse order: not ready first, then the admin server with a
-	// fresh timeout (ctx is already done).
+	// Stop in reverse order: not ready first, so a load balancer stops
+	// sending; then the parts, producers (scheduler) before workers
+	// (dispatcher), each cut off at the shutdown timeout with what was
+	// unfinished left for the next process; then the admin server. ctx is
+	// already done, so the stops get a fresh timeout.
 	draining.Store(true)
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
+	for _, p := range parts {
+		if err := p.Shutdown(shutdownCtx); err != nil {
+			logger.Warn("shutdown", "err", err.Error())
+		}
+	}
 	if err := srv.Shutdown(shutdownCtx); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		logger.Warn("admin server shutdown", "err", err.Error())
 	}
 	logger.Info("stopped")
 	return nil
+}
+
+// part is a long-running piece of the daemon. Shutdown may be called
+// without Start and more than once.
+type part interface {
+	Start(ctx context.Context) error
+	Shutdown(ctx context.Context) error
 }
 
 func newLogger(w io.Writer, level string) *slog.Logger {
