@@ -257,7 +257,9 @@ func DecodeJSON(r *http.Request, v any) error {
 		}
 		return invalid("body", "malformed JSON: "+err.Error())
 	}
-	if dec.More() {
+	// Anything but white space after the value is refused; dec.More alone
+	// would let a stray '}' or ']' through.
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return invalid("body", "malformed JSON: data after the object")
 	}
 	return nil

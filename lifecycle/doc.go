@@ -13,6 +13,8 @@
 //   - A transition that the machine (machine.go) does not allow is refused
 //     with ErrInvalidTransition and changes nothing.
 //   - Time comes from Config.Now; no operation reads the wall clock itself.
+//     Redis TTLs are sent relative to that clock's now (never as absolute
+//     instants), so a skew between it and Redis's clock moves no deadline.
 //   - Personal data (person, metadata) lives in its own key whose TTL ends
 //     with the session's retention, so nothing personal outlives it even when
 //     no daemon is running.

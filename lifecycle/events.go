@@ -124,10 +124,13 @@ type Feed struct {
 
 var cursorRE = regexp.MustCompile(`^[0-9]{1,20}(-[0-9]{1,20})?$`)
 
-// Events lists events after the cursor (exclusive; "" starts from the
-// oldest kept), oldest first. NextCursor is where the next call continues;
-// it equals after when there is nothing new.
+// Events lists up to limit events (100 when limit <= 0) after the cursor
+// (exclusive; "" starts from the oldest kept), oldest first. NextCursor is
+// where the next call continues; it equals after when there is nothing new.
 func (s *Service) Events(ctx context.Context, after string, limit int) (*Feed, error) {
+	if limit <= 0 {
+		limit = 100
+	}
 	start := "-"
 	if after != "" {
 		if !cursorRE.MatchString(after) {

@@ -2,6 +2,7 @@ package lifecycle
 
 import (
 	"bytes"
+	"context"
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/hmac"
@@ -29,6 +30,9 @@ type storedResponse struct {
 	RequestHash []byte `json:"h"`
 	Status      int    `json:"s,omitempty"`
 	Sealed      []byte `json:"b,omitempty"`
+	// SessionID names the session the response shows, so that a replay
+	// after its redaction or deletion leaves its personal data out.
+	SessionID string `json:"sid,omitempty"`
 }
 
 // idempotent runs h once per Idempotency-Key: a retry with the same key and
@@ -78,9 +82,14 @@ func (a *API) idempotent(w http.ResponseWriter, r *http.Request, h func() (int, 
 	}
 	sealed, err := a.seal(client, idem, plain)
 	if err != nil {
+		a.svc.rdb.Del(ctx, key)
 		return err
 	}
-	stored, _ := json.Marshal(storedResponse{RequestHash: reqHash[:], Status: status, Sealed: sealed})
+	var sid string
+	if c, ok := v.(*Created); ok {
+		sid = c.ID
+	}
+	stored, _ := json.Marshal(storedResponse{RequestHash: reqHash[:], Status: status, Sealed: sealed, SessionID: sid})
 	if err := a.svc.rdb.Set(ctx, key, stored, a.cfg.IdempotencyTTL).Err(); err != nil {
 		// The work is done; only the replay is lost. Say so, answer anyway.
 		a.log.Warn("idempotency: keep response", "err", err.Error())
@@ -115,12 +124,49 @@ func (a *API) replay(w http.ResponseWriter, r *http.Request, key, idem string, r
 	if err != nil {
 		return err
 	}
+	if st.SessionID != "" {
+		if plain, err = a.withoutErasedData(r.Context(), st.SessionID, plain); err != nil {
+			return err
+		}
+	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("Idempotent-Replayed", "true")
 	w.WriteHeader(st.Status)
 	_, _ = w.Write(append(plain, '\n'))
 	return nil
+}
+
+// withoutErasedData drops person and metadata from a stored create
+// response when its session has since been redacted or deleted: personal
+// data removed from the session must not come back through a replay.
+func (a *API) withoutErasedData(ctx context.Context, id string, plain []byte) ([]byte, error) {
+	raw, err := a.svc.rdb.Get(ctx, sessionKey(id)).Result()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("idempotency: read session: %w", err)
+	}
+	if err == nil {
+		rec, err := decodeRecord(raw)
+		if err != nil {
+			return nil, fmt.Errorf("idempotency: %w", err)
+		}
+		if rec.RedactedAt == nil && rec.DeletedAt == nil {
+			return plain, nil
+		}
+	}
+	var c Created
+	if err := json.Unmarshal(plain, &c); err != nil {
+		return nil, fmt.Errorf("idempotency: decode stored response: %w", err)
+	}
+	if c.Person == nil && c.Metadata == nil {
+		return plain, nil
+	}
+	c.Person, c.Metadata = nil, nil
+	out, err := json.Marshal(&c)
+	if err != nil {
+		return nil, fmt.Errorf("idempotency: encode response: %w", err)
+	}
+	return out, nil
 }
 
 func (a *API) aead(client, idem string) (cipher.AEAD, error) {

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"regexp"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -63,8 +64,16 @@ func (s *Service) List(ctx context.Context, q ListQuery) (*Page, error) {
 	case q.Status != "":
 		key = statusIndexKey(q.Status)
 	}
-	page := &Page{Sessions: []Session{}}
 	now := s.now()
+	if q.RefID == "" && (q.Status == StatusExpired || q.Status == StatusAbandoned) {
+		// Sessions past their time limit still sit in their pending
+		// status's index until something expires them; do it now, so the
+		// index holds every session that reads as expired or abandoned.
+		if err := s.expireOverdue(ctx, now); err != nil {
+			return nil, err
+		}
+	}
+	page := &Page{Sessions: []Session{}}
 	// Read in batches until the page is full; a filter on both ref_id and
 	// status may skip members, a ref_id index is small.
 	batch := int64(q.Limit + 1)
@@ -119,6 +128,25 @@ func (s *Service) List(ctx context.Context, q ListQuery) (*Page, error) {
 		}
 		max = "(" + members[len(members)-1]
 	}
+}
+
+// maxCatchUp bounds the overdue sessions one List expires before it reads;
+// past it, the scheduler's sweep is far behind and List shows what the
+// indexes hold.
+const maxCatchUp = 1000
+
+// expireOverdue expires the sessions whose time limit has passed at now.
+func (s *Service) expireOverdue(ctx context.Context, now time.Time) error {
+	ids, err := s.Due(ctx, WorkExpire, now, maxCatchUp)
+	if err != nil {
+		return fmt.Errorf("list sessions: %w", err)
+	}
+	for _, id := range ids {
+		if _, err := s.ExpireDue(ctx, id); err != nil {
+			return fmt.Errorf("list sessions: %w", err)
+		}
+	}
+	return nil
 }
 
 // fillPersonal fills in the personal fields of sessions, in one round trip.

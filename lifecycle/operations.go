@@ -38,7 +38,7 @@ type mutation struct {
 func (s *Service) mutate(ctx context.Context, id string, issueToken bool, ed edit) (mutation, error) {
 	var out mutation
 	var edErr error
-	err := s.atomically(ctx, []string{sessionKey(id)}, func(tx *redis.Tx) ([]*change, error) {
+	err := s.atomically(ctx, []string{sessionKey(id)}, func(tx *redis.Tx, now time.Time) ([]*change, error) {
 		out, edErr = mutation{}, nil
 		snap, err := s.load(ctx, tx, id)
 		if err != nil {
@@ -53,7 +53,6 @@ func (s *Service) mutate(ctx context.Context, id string, issueToken bool, ed edi
 		if err != nil && !errors.Is(err, redis.Nil) {
 			return nil, fmt.Errorf("read ref: %w", err)
 		}
-		now := s.now()
 		r := old.clone()
 		var events []string
 		if overdue(r, now) {
@@ -74,8 +73,17 @@ func (s *Service) mutate(ctx context.Context, id string, issueToken bool, ed edi
 		default:
 			return nil, err
 		}
+		var changes []*change
 		if r.Status.Active() && !old.Status.Active() && owner != "" && owner != id {
-			return nil, ErrRefBusy
+			// Becoming the ref_id's active session: the one the ref points
+			// at must be gone, or past its time (then it expires now).
+			prev, err := s.displace(ctx, tx, owner, now)
+			if err != nil {
+				return nil, err
+			}
+			if prev != nil {
+				changes = append(changes, prev)
+			}
 		}
 		c := &change{
 			old:       old,
@@ -86,10 +94,10 @@ func (s *Service) mutate(ctx context.Context, id string, issueToken bool, ed edi
 			refOwned:  owner == id,
 		}
 		if issueToken && edErr == nil {
-			out.token, c.newToken = newToken()
+			out.token = s.issueToken(c, now)
 		}
 		out.rec, out.changed = r, true
-		return []*change{c}, nil
+		return append(changes, c), nil
 	})
 	if errors.Is(err, errNoop) {
 		snap, err := s.load(ctx, s.rdb, id)
@@ -99,6 +107,32 @@ func (s *Service) mutate(ctx context.Context, id string, issueToken bool, ed edi
 		return mutation{}, err
 	}
 	return out, edErr
+}
+
+// displace reads session owner, which the ref key names, for another
+// session about to become the ref_id's active one. It returns nil when
+// owner is gone or no longer active, the change that expires it when it is
+// past its time limit, and ErrRefBusy when it is still active.
+func (s *Service) displace(ctx context.Context, tx *redis.Tx, owner string, now time.Time) (*change, error) {
+	if err := tx.Watch(ctx, sessionKey(owner)).Err(); err != nil {
+		return nil, fmt.Errorf("watch session: %w", err)
+	}
+	snap, err := s.load(ctx, tx, owner)
+	if errors.Is(err, ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	old := snap.rec
+	if !old.Status.Active() {
+		return nil, nil
+	}
+	if !overdue(old, now) {
+		return nil, ErrRefBusy
+	}
+	r := old.clone()
+	return &change{old: old, new: r, oldToken: snap.tokenHash, events: []string{expire(r, now)}}, nil
 }
 
 // overdue reports whether r is pending past its time limit.
@@ -174,9 +208,8 @@ func (s *Service) Create(ctx context.Context, req CreateRequest) (*Created, erro
 		return nil, err
 	}
 	var out *Created
-	err := s.atomically(ctx, []string{refKey(req.RefID)}, func(tx *redis.Tx) ([]*change, error) {
+	err := s.atomically(ctx, []string{refKey(req.RefID)}, func(tx *redis.Tx, now time.Time) ([]*change, error) {
 		out = nil
-		now := s.now()
 		owner, err := tx.Get(ctx, refKey(req.RefID)).Result()
 		if err != nil && !errors.Is(err, redis.Nil) {
 			return nil, fmt.Errorf("read ref: %w", err)
@@ -204,13 +237,12 @@ func (s *Service) Create(ctx context.Context, req CreateRequest) (*Created, erro
 				case r.Status.Active() && !req.ForceCreation:
 					// Idempotent create: extend and reissue.
 					if r.Status.Pending() {
-						r.ExpiresAt = At(now.Add(s.cfg.SessionTTL)).Ptr()
+						r.ExpiresAt = deadline(now.Add(s.cfg.SessionTTL)).Ptr()
 					}
 					r.UpdatedAt, r.RetainFrom = At(now), At(now)
-					var token string
-					token, c.newToken = newToken()
+					token := s.issueToken(c, now)
 					c.refActive = true
-					out = &Created{Session: r.Session, Token: token, TokenExpiresAt: At(now.Add(s.cfg.TokenTTL))}
+					out = &Created{Session: r.Session, Token: token, TokenExpiresAt: *r.TokenExpiresAt}
 					return []*change{c}, nil
 				case r.Status.Active():
 					setStatus(r, StatusCanceled, now)
@@ -228,15 +260,14 @@ func (s *Service) Create(ctx context.Context, req CreateRequest) (*Created, erro
 			Status:    StatusCreated,
 			CreatedAt: At(now),
 			UpdatedAt: At(now),
-			ExpiresAt: At(now.Add(s.cfg.SessionTTL)).Ptr(),
+			ExpiresAt: deadline(now.Add(s.cfg.SessionTTL)).Ptr(),
 			Metadata:  req.Metadata,
 			Tags:      []string{},
 			Person:    req.Person,
 		}, RetainFrom: At(now)}
 		c := &change{new: r, events: []string{StatusCreated.EventType()}, refActive: true}
-		var token string
-		token, c.newToken = newToken()
-		out = &Created{Session: r.Session, Token: token, TokenExpiresAt: At(now.Add(s.cfg.TokenTTL)), New: true}
+		token := s.issueToken(c, now)
+		out = &Created{Session: r.Session, Token: token, TokenExpiresAt: *r.TokenExpiresAt, New: true}
 		return append(changes, c), nil
 	})
 	if err != nil {
@@ -267,16 +298,33 @@ func (s *Service) Get(ctx context.Context, id string) (*Session, error) {
 
 func noop(*record, time.Time) ([]string, error) { return nil, errNoop }
 
-// SessionForToken returns the session a live token belongs to.
+// SessionForToken returns the active session a live token belongs to. A
+// token lives TokenTTL on the injected clock, and only while it is its
+// session's current one and the session is active.
 func (s *Service) SessionForToken(ctx context.Context, token string) (*Session, error) {
-	id, err := s.rdb.Get(ctx, tokenKey(hashToken(token))).Result()
+	hash := hashToken(token)
+	id, err := s.rdb.Get(ctx, tokenKey(hash)).Result()
 	if errors.Is(err, redis.Nil) {
 		return nil, ErrNotFound
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read token: %w", err)
 	}
-	return s.Get(ctx, id)
+	snap, err := s.load(ctx, s.rdb, id)
+	if err != nil {
+		return nil, err
+	}
+	if exp := snap.rec.TokenExpiresAt; snap.tokenHash != hash || (exp != nil && !s.now().Before(exp.Time)) {
+		return nil, ErrNotFound
+	}
+	sess, err := s.Get(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if !sess.Status.Active() {
+		return nil, ErrNotFound // it expired on this very read
+	}
+	return sess, nil
 }
 
 // UpdateRequest is the body of PATCH /v1/sessions/{id}. Absent fields stay.
@@ -363,7 +411,7 @@ func (s *Service) Decide(ctx context.Context, id string, req DecisionRequest) (*
 		}
 		r.Decision = &Decision{Status: req.Status, Reason: req.Reason, ReasonCode: req.ReasonCode, DecidedAt: At(now)}
 		if req.Status == StatusResubmissionRequested {
-			r.ExpiresAt = At(now.Add(s.cfg.SessionTTL)).Ptr()
+			r.ExpiresAt = deadline(now.Add(s.cfg.SessionTTL)).Ptr()
 		}
 		return events, nil
 	})
@@ -404,6 +452,10 @@ func (s *Service) Expire(ctx context.Context, id string) (*Session, error) {
 func (s *Service) ExpireDue(ctx context.Context, id string) (bool, error) {
 	m, err := s.mutate(ctx, id, false, noop)
 	if errors.Is(err, ErrNotFound) {
+		// Deleted or gone: drop a stale due entry, if any.
+		if err := s.rdb.ZRem(ctx, ExpireDueKey, id).Err(); err != nil {
+			return false, fmt.Errorf("expire due session: %w", err)
+		}
 		return false, nil
 	}
 	if err != nil {
@@ -425,13 +477,13 @@ func (s *Service) Resume(ctx context.Context, id string) (*Created, error) {
 		}
 		setStatus(r, to, now)
 		r.ExpiredFrom = ""
-		r.ExpiresAt = At(now.Add(s.cfg.SessionTTL)).Ptr()
+		r.ExpiresAt = deadline(now.Add(s.cfg.SessionTTL)).Ptr()
 		return []string{EventResumed}, nil
 	})
 	if _, err := result(m, err, "resume session"); err != nil {
 		return nil, err
 	}
-	return &Created{Session: m.rec.Session, Token: m.token, TokenExpiresAt: At(m.rec.UpdatedAt.Add(s.cfg.TokenTTL))}, nil
+	return &Created{Session: m.rec.Session, Token: m.token, TokenExpiresAt: *m.rec.TokenExpiresAt}, nil
 }
 
 // Delete deletes a session: it is gone from every read at once and its data

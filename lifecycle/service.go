@@ -73,7 +73,9 @@ type Timer interface {
 	Schedule(ctx context.Context, w Work)
 }
 
-// Observer hears of every committed status change (for metrics).
+// Observer hears of every committed status change (for metrics); a new
+// session is reported as a change from "" to created. It is called after
+// the commit and must not block for long.
 type Observer interface {
 	Transitioned(from, to Status)
 }

@@ -115,6 +115,10 @@ type Time struct{ time.Time }
 // At makes a Time from t, truncated to milliseconds.
 func At(t time.Time) Time { return Time{t.UTC().Truncate(time.Millisecond)} }
 
+// deadline makes a Time from the end of a time limit, rounded up to the
+// millisecond, so that a limit is never shorter than its duration.
+func deadline(t time.Time) Time { return At(t.Add(time.Millisecond - 1)) }
+
 // Ptr returns a pointer to a copy of t.
 func (t Time) Ptr() *Time { return &t }
 

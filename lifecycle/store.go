@@ -33,6 +33,10 @@ type record struct {
 	// DeletedAt marks a deleted session: gone from every read, data purged
 	// at DeletedAt+PurgeAfter.
 	DeletedAt *Time `json:"deleted_at,omitempty"`
+	// TokenExpiresAt is when the current token stops working, on the
+	// injected clock; nil when there is none. The token keys' Redis TTL
+	// only cleans up after it.
+	TokenExpiresAt *Time `json:"token_expires_at,omitempty"`
 }
 
 // personal is what the pii key holds.
@@ -68,15 +72,17 @@ var ErrBusy = errors.New("session is busy, retry")
 
 // atomically runs read under WATCH on keys and commits the changes it
 // returns in one MULTI/EXEC, retrying from the read when a watched key
-// changed meanwhile.
-func (s *Service) atomically(ctx context.Context, keys []string, read func(tx *redis.Tx) ([]*change, error)) error {
+// changed meanwhile. Each attempt reads the clock once: read decides and
+// write records at that one instant, so a change's updated_at and its
+// events' timestamps agree.
+func (s *Service) atomically(ctx context.Context, keys []string, read func(tx *redis.Tx, now time.Time) ([]*change, error)) error {
 	for attempt := 0; attempt < maxTxAttempts; attempt++ {
 		err := s.rdb.Watch(ctx, func(tx *redis.Tx) error {
-			changes, err := read(tx)
+			now := s.now()
+			changes, err := read(tx, now)
 			if err != nil {
 				return err
 			}
-			now := s.now()
 			_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
 				for _, c := range changes {
 					if err := s.write(ctx, p, c, now); err != nil {
@@ -166,12 +172,31 @@ func (s *Service) purgeAt(r *record) time.Time {
 	return r.RetainFrom.Add(s.cfg.Retention + s.cfg.PurgeAfter)
 }
 
+// setUntil queues SET key value with a TTL that ends at the instant at of
+// the injected clock. The TTL is sent relative (at - now), so it holds
+// whatever Redis's own clock says; a key whose time has passed is deleted.
+func setUntil(ctx context.Context, p redis.Pipeliner, key string, value any, now, at time.Time) {
+	d := at.Sub(now)
+	if d < time.Millisecond {
+		p.Del(ctx, key)
+		return
+	}
+	p.Set(ctx, key, value, d)
+}
+
 // write queues in p everything that makes c true in Redis.
 func (s *Service) write(ctx context.Context, p redis.Pipeliner, c *change, now time.Time) error {
 	r := c.new
 	id := r.ID
 	r.Version++
 	member := indexMember(&r.Session)
+
+	// Tokens: a new one replaces the old; leaving the active statuses or
+	// being deleted revokes it.
+	revoke := c.newToken != "" || r.DeletedAt != nil || !r.Status.Active()
+	if revoke && c.newToken == "" {
+		r.TokenExpiresAt = nil
+	}
 
 	// Events first: their sequence numbers are part of the record.
 	minID := strconv.FormatInt(now.Add(-s.cfg.EventsRetention).UnixMilli(), 10)
@@ -196,16 +221,14 @@ func (s *Service) write(ctx context.Context, p redis.Pipeliner, c *change, now t
 	if err != nil {
 		return fmt.Errorf("encode session %s: %w", id, err)
 	}
-	p.Set(ctx, sessionKey(id), body, 0)
-	p.PExpireAt(ctx, sessionKey(id), purge)
+	setUntil(ctx, p, sessionKey(id), body, now, purge)
 
 	if r.DeletedAt == nil && r.RedactedAt == nil && (len(r.Person) > 0 || len(r.Metadata) > 0) {
 		pii, err := json.Marshal(personal{Person: r.Person, Metadata: r.Metadata})
 		if err != nil {
 			return fmt.Errorf("encode session %s personal data: %w", id, err)
 		}
-		p.Set(ctx, piiKey(id), pii, 0)
-		p.PExpireAt(ctx, piiKey(id), r.RetainFrom.Add(s.cfg.Retention))
+		setUntil(ctx, p, piiKey(id), pii, now, r.RetainFrom.Add(s.cfg.Retention))
 	} else {
 		p.Del(ctx, piiKey(id))
 	}
@@ -230,8 +253,7 @@ func (s *Service) write(ctx context.Context, p redis.Pipeliner, c *change, now t
 	}
 	switch {
 	case c.refActive:
-		p.Set(ctx, refKey(r.RefID), id, 0)
-		p.PExpireAt(ctx, refKey(r.RefID), purge)
+		setUntil(ctx, p, refKey(r.RefID), id, now, purge)
 	case c.refOwned:
 		p.Del(ctx, refKey(r.RefID))
 	}
@@ -249,27 +271,33 @@ func (s *Service) write(ctx context.Context, p redis.Pipeliner, c *change, now t
 	}
 	p.ZAdd(ctx, PurgeDueKey, redis.Z{Score: float64(purge.UnixMilli()), Member: id})
 
-	// Tokens: a new one replaces the old; leaving the active statuses or
-	// being deleted revokes it.
-	revoke := c.newToken != "" || r.DeletedAt != nil || !r.Status.Active()
 	if revoke && c.oldToken != "" {
 		p.Del(ctx, tokenKey(c.oldToken))
 		p.Del(ctx, tokenPtrKey(id))
 	}
 	if c.newToken != "" {
-		p.Set(ctx, tokenKey(c.newToken), id, s.cfg.TokenTTL)
-		p.Set(ctx, tokenPtrKey(id), c.newToken, 0)
-		p.PExpireAt(ctx, tokenPtrKey(id), now.Add(s.cfg.TokenTTL))
+		setUntil(ctx, p, tokenKey(c.newToken), id, now, r.TokenExpiresAt.Time)
+		setUntil(ctx, p, tokenPtrKey(id), c.newToken, now, r.TokenExpiresAt.Time)
 	}
 	return nil
 }
 
-// afterCommit tells the timer about the timed work a committed change set.
+// afterCommit tells the observer of a committed status change and the
+// timer of the timed work it set.
 func (s *Service) afterCommit(ctx context.Context, c *change) {
+	r := c.new
+	if o := s.cfg.Observer; o != nil {
+		var from Status
+		if c.old != nil {
+			from = c.old.Status
+		}
+		if from != r.Status {
+			o.Transitioned(from, r.Status)
+		}
+	}
 	if s.cfg.Timer == nil {
 		return
 	}
-	r := c.new
 	if r.DeletedAt == nil && r.Status.Pending() && r.ExpiresAt != nil {
 		s.cfg.Timer.Schedule(ctx, Work{Kind: WorkExpire, SessionID: r.ID, Version: r.Version, At: r.ExpiresAt.Time})
 	}
@@ -279,6 +307,15 @@ func (s *Service) afterCommit(ctx context.Context, c *change) {
 	if r.DeletedAt != nil {
 		s.cfg.Timer.Schedule(ctx, Work{Kind: WorkPurge, SessionID: r.ID, Version: r.Version, At: s.purgeAt(r)})
 	}
+}
+
+// issueToken gives the session of c a fresh token that expires TokenTTL
+// after now, and returns it; c keeps only its hash.
+func (s *Service) issueToken(c *change, now time.Time) string {
+	token, hash := newToken()
+	c.newToken = hash
+	c.new.TokenExpiresAt = deadline(now.Add(s.cfg.TokenTTL)).Ptr()
+	return token
 }
 
 // newToken returns a fresh opaque token and the hash that is stored.

@@ -34,17 +34,21 @@ func (s *Service) Due(ctx context.Context, kind WorkKind, now time.Time, limit i
 	return ids, nil
 }
 
-// NextDue returns when the earliest work of kind is due; ok is false when
-// there is none.
+// NextDue returns when the earliest work of kind is due (UTC); ok is false
+// when there is none.
 func (s *Service) NextDue(ctx context.Context, kind WorkKind) (at time.Time, ok bool, err error) {
-	zs, err := s.rdb.ZRangeWithScores(ctx, dueKeys[kind], 0, 0).Result()
+	key, known := dueKeys[kind]
+	if !known {
+		return time.Time{}, false, fmt.Errorf("next due: unknown work kind %q", kind)
+	}
+	zs, err := s.rdb.ZRangeWithScores(ctx, key, 0, 0).Result()
 	if err != nil {
 		return time.Time{}, false, fmt.Errorf("next due %s: %w", kind, err)
 	}
 	if len(zs) == 0 {
 		return time.Time{}, false, nil
 	}
-	return time.UnixMilli(int64(zs[0].Score)), true, nil
+	return time.UnixMilli(int64(zs[0].Score)).UTC(), true, nil
 }
 
 // Run does one piece of timed work if it is due; it reports whether it
@@ -81,7 +85,7 @@ func (s *Service) redactDue(ctx context.Context, id string) (bool, error) {
 // purge removes every key of a session whose purge time has come.
 func (s *Service) purge(ctx context.Context, id string) (bool, error) {
 	purged := false
-	err := s.atomically(ctx, []string{sessionKey(id)}, func(tx *redis.Tx) ([]*change, error) {
+	err := s.atomically(ctx, []string{sessionKey(id)}, func(tx *redis.Tx, now time.Time) ([]*change, error) {
 		purged = false
 		raw, err := tx.Get(ctx, sessionKey(id)).Result()
 		if err != nil && !errors.Is(err, redis.Nil) {
@@ -92,7 +96,7 @@ func (s *Service) purge(ctx context.Context, id string) (bool, error) {
 			if r, err = decodeRecord(raw); err != nil {
 				return nil, err
 			}
-			if at := s.purgeAt(r); s.now().Before(at) {
+			if at := s.purgeAt(r); now.Before(at) {
 				// Not due (the session changed since): fix the index.
 				return nil, tx.ZAdd(ctx, PurgeDueKey, redis.Z{Score: float64(at.UnixMilli()), Member: id}).Err()
 			}
