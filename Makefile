@@ -1,9 +1,9 @@
-# sessiond: make run | make test | make lint | make bench | make drill
+# sessiond: make run | make test | make lint | make bench | make gobench | make drill | make ui-check | make dockerfile-check
 GO      ?= go
 BIN     ?= bin/sessiond
 PKGS    ?= ./...
 
-.PHONY: run build test test-short lint fuzz bench drill clean
+.PHONY: run build test test-short lint fuzz bench gobench drill clean ui-check dockerfile-check docker
 
 ## run: build and start the daemon on 127.0.0.1:8080 (a private redis-server
 ## is started when SESSIOND_REDIS_URL is unset; a demo API key is set when
@@ -35,9 +35,46 @@ fuzz:
 	  done; \
 	done
 
-## bench: the store, expiry and delivery benchmarks
+## bench: the load tool (cmd/sessiond-bench): a private redis-server and
+## sessiond, create throughput and latency, webhook deliveries, expiry lag
+## and Redis memory per session, each next to its ceiling (raw Redis, bare
+## Asynq) measured in the same run; about 80 s on 2 cores. More flags:
+## make bench BENCHFLAGS='--json' (go run ./cmd/sessiond-bench --help)
+BENCHFLAGS ?=
 bench:
+	$(GO) run ./cmd/sessiond-bench $(BENCHFLAGS)
+
+## gobench: the go test benchmarks of the store, expiry and delivery
+gobench:
 	$(GO) test -run='^$$' -bench=. -benchmem -benchtime=1x ./...
+
+## drill: the reliability drill (under 3 minutes): two replicas SIGKILLed
+## and restarted, Redis (AOF) restarted, a flaky receiver, malformed and
+## unsigned requests; exits 1 if an event is lost, a session ends in the
+## wrong status or an unauthorised request succeeds. A shorter run is part
+## of `go test ./...` (TestDrill in cmd/sessiond-bench).
+DRILLFLAGS ?=
+drill:
+	$(GO) run ./cmd/sessiond-bench drill $(DRILLFLAGS)
+
+## ui-check: load /ui/ in headless chromium (apt-get install chromium), wait
+## for the queue list, save artifacts/ui-queues.png
+ARTIFACTS ?= $(CURDIR)/artifacts
+ui-check:
+	SESSIOND_REQUIRE_REDIS=1 SESSIOND_REQUIRE_CHROMIUM=1 SESSIOND_ARTIFACTS=$(ARTIFACTS) \
+	$(GO) test -count=1 -run '^TestUIInBrowser$$' -v ./cmd/sessiond/
+	@echo "screenshot: $(ARTIFACTS)/ui-queues.png"
+
+## dockerfile-check: the Dockerfile's stages, USER and ENTRYPOINT and the
+## deployment examples, checked without a Docker engine (and hadolint if
+## installed)
+dockerfile-check:
+	$(GO) test -count=1 -run '^(TestDockerfile|TestK8sSidecarExample|TestComposeExample)$$' ./cmd/sessiond/
+	@if command -v hadolint >/dev/null 2>&1; then hadolint Dockerfile; fi
+
+## docker: build the sidecar image (needs a Docker engine)
+docker:
+	docker build -t sessiond:local .
 
 clean:
 	rm -rf bin

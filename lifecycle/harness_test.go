@@ -77,12 +77,25 @@ func (r *recTimer) of(id string) []Work {
 type recObserver struct {
 	mu    sync.Mutex
 	moves []string
+	lags  []time.Duration
+}
+
+func (r *recObserver) ObserveExpiryLag(lag time.Duration) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.lags = append(r.lags, lag)
 }
 
 func (r *recObserver) Transitioned(from, to Status) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.moves = append(r.moves, string(from)+">"+string(to))
+}
+
+func (r *recObserver) expiryLags() []time.Duration {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.lags)
 }
 
 func (r *recObserver) all() []string {
@@ -291,7 +304,7 @@ func assertSameSnapshot(t testing.TB, before, after map[string]string) {
 // operation could change: its keys' values and its outbox events.
 func (e *env) sessionState(id string) string {
 	e.t.Helper()
-	vals, err := e.rdb.MGet(e.ctx, sessionKey(id), piiKey(id), tokenPtrKey(id)).Result()
+	vals, err := e.rdb.MGet(e.ctx, sessionKey(id), piiKey(id)).Result()
 	if err != nil {
 		e.t.Fatalf("read session %s: %v", id, err)
 	}
@@ -333,7 +346,6 @@ func (e *env) checkSession(id string) {
 	purgeDue := p.ZScore(ctx, PurgeDueKey, id)
 	refOwner := p.Get(ctx, refKey(rec.RefID))
 	pii := p.Exists(ctx, piiKey(id))
-	ptr := p.Get(ctx, tokenPtrKey(id))
 	_, _ = p.Exec(ctx)
 	in := func(c *redis.FloatCmd) bool { return c.Err() == nil }
 	ms := func(tm time.Time) float64 { return float64(tm.UnixMilli()) }
@@ -373,7 +385,7 @@ func (e *env) checkSession(id string) {
 	if (rec.RedactedAt != nil || !live) && pii.Val() != 0 {
 		t.Errorf("session %s (redacted or deleted) still has personal data", id)
 	}
-	if hash := ptr.Val(); hash != "" {
+	if hash := rec.TokenHash; hash != "" {
 		if !live || !rec.Status.Active() {
 			t.Errorf("session %s in %s (deleted=%v) still has a token", id, rec.Status, !live)
 		}

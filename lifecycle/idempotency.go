@@ -20,7 +20,12 @@ import (
 
 // idempotencyLock is how long a first request holds its Idempotency-Key
 // before a retry may run again (it crashed, say).
-const idempotencyLock = 30 * time.Second
+const idempotencyLock = 10 * time.Second
+
+// errIdempotencyInProgress answers a retry that overtook its first request
+// (or one whose first request died: it may run again once the lock ends).
+var errIdempotencyInProgress = &Error{Status: http.StatusConflict, Code: CodeInvalidRequest,
+	Message: "A request with this Idempotency-Key is in progress; retry.", RetryAfter: time.Second}
 
 // storedResponse is the first response to an Idempotency-Key. Its body
 // holds a token, so it is sealed with a key derived from the client's
@@ -105,7 +110,7 @@ func (a *API) idempotent(w http.ResponseWriter, r *http.Request, h func() (int, 
 func (a *API) replay(w http.ResponseWriter, r *http.Request, key, idem string, reqHash []byte) error {
 	raw, err := a.svc.rdb.Get(r.Context(), key).Bytes()
 	if errors.Is(err, redis.Nil) {
-		return &Error{Status: http.StatusConflict, Code: CodeInvalidRequest, Message: "A request with this Idempotency-Key is in progress; retry."}
+		return errIdempotencyInProgress
 	}
 	if err != nil {
 		return fmt.Errorf("idempotency: %w", err)
@@ -118,7 +123,7 @@ func (a *API) replay(w http.ResponseWriter, r *http.Request, key, idem string, r
 		return invalid("Idempotency-Key", "was already used with a different request")
 	}
 	if st.Pending {
-		return &Error{Status: http.StatusConflict, Code: CodeInvalidRequest, Message: "A request with this Idempotency-Key is in progress; retry."}
+		return errIdempotencyInProgress
 	}
 	plain, err := a.open(Client(r), idem, st.Sealed)
 	if err != nil {

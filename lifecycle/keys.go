@@ -10,7 +10,6 @@ import (
 //
 //	sessiond:{<id>}:session      string  the session record (no personal data)
 //	sessiond:{<id>}:pii          string  person and metadata; TTL ends with retention
-//	sessiond:{<id>}:token        string  hash of the session's current token
 //	sessiond:token:<sha256 hex>  string  session id; TTL is the token lifetime
 //	sessiond:ref:<ref_id>        string  id of the ref_id's active session
 //	sessiond:idx:all             zset    every live session, member indexMember
@@ -24,11 +23,10 @@ import (
 //	sessiond:ratelimit:<name>:<key> zset  sliding-window request log
 const keyPrefix = "sessiond:"
 
-func sessionKey(id string) string  { return keyPrefix + "{" + id + "}:session" }
-func piiKey(id string) string      { return keyPrefix + "{" + id + "}:pii" }
-func tokenPtrKey(id string) string { return keyPrefix + "{" + id + "}:token" }
-func tokenKey(hash string) string  { return keyPrefix + "token:" + hash }
-func refKey(refID string) string   { return keyPrefix + "ref:" + refID }
+func sessionKey(id string) string { return keyPrefix + "{" + id + "}:session" }
+func piiKey(id string) string     { return keyPrefix + "{" + id + "}:pii" }
+func tokenKey(hash string) string { return keyPrefix + "token:" + hash }
+func refKey(refID string) string  { return keyPrefix + "ref:" + refID }
 
 const (
 	allIndexKey = keyPrefix + "idx:all"

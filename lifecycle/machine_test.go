@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 // op is one operation of the state machine, applied to a session by id.
@@ -334,5 +335,21 @@ func TestObserver(t *testing.T) {
 	want := []string{">created", "created>started", "started>abandoned", "abandoned>started", "started>abandoned"}
 	if got := e.obs.all(); !slices.Equal(got, want) {
 		t.Errorf("observer heard %v, want %v", got, want)
+	}
+	if lags := e.obs.expiryLags(); len(lags) != 0 {
+		t.Errorf("forced expiries reported lags %v, want none", lags)
+	}
+}
+
+func TestObserverHearsExpiryLag(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	c := e.create("ref")
+	e.clock.Advance(testSessionTTL + 1234*time.Millisecond)
+	if got := e.get(c.ID).Status; got != StatusExpired {
+		t.Fatalf("status %s after the time limit, want expired", got)
+	}
+	if lags := e.obs.expiryLags(); !slices.Equal(lags, []time.Duration{1234 * time.Millisecond}) {
+		t.Errorf("expiry lags %v, want [1.234s]", lags)
 	}
 }

@@ -78,6 +78,10 @@ type Timer interface {
 // the commit and must not block for long.
 type Observer interface {
 	Transitioned(from, to Status)
+	// ObserveExpiryLag hears, for each session whose time limit ran out,
+	// how long after its expires_at the expiry committed (never negative:
+	// nothing expires early). Forced expiries are not reported.
+	ObserveExpiryLag(lag time.Duration)
 }
 
 // Sentinel errors callers branch on; the HTTP layer maps them to the

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	mrand "math/rand/v2"
 	"strconv"
 	"time"
@@ -37,6 +38,9 @@ type record struct {
 	// injected clock; nil when there is none. The token keys' Redis TTL
 	// only cleans up after it.
 	TokenExpiresAt *Time `json:"token_expires_at,omitempty"`
+	// TokenHash is the sha256 of the current token, "" when there is none;
+	// the token key maps it back to the session.
+	TokenHash string `json:"token_hash,omitempty"`
 }
 
 // personal is what the pii key holds.
@@ -113,7 +117,7 @@ func (s *Service) atomically(ctx context.Context, keys []string, read func(tx *r
 
 // load reads a session (deleted ones are not found) and its token hash.
 func (s *Service) load(ctx context.Context, c redis.Cmdable, id string) (snapshot, error) {
-	vals, err := c.MGet(ctx, sessionKey(id), piiKey(id), tokenPtrKey(id)).Result()
+	vals, err := c.MGet(ctx, sessionKey(id), piiKey(id)).Result()
 	if err != nil {
 		return snapshot{}, fmt.Errorf("load session: %w", err)
 	}
@@ -135,9 +139,7 @@ func (s *Service) load(ctx context.Context, c redis.Cmdable, id string) (snapsho
 		}
 		rec.Person, rec.Metadata = pii.Person, pii.Metadata
 	}
-	snap := snapshot{rec: rec}
-	snap.tokenHash, _ = vals[2].(string)
-	return snap, nil
+	return snapshot{rec: rec, tokenHash: rec.TokenHash}, nil
 }
 
 // decodeRecord decodes a stored session record.
@@ -194,8 +196,11 @@ func (s *Service) write(ctx context.Context, p redis.Pipeliner, c *change, now t
 	// Tokens: a new one replaces the old; leaving the active statuses or
 	// being deleted revokes it.
 	revoke := c.newToken != "" || r.DeletedAt != nil || !r.Status.Active()
-	if revoke && c.newToken == "" {
-		r.TokenExpiresAt = nil
+	switch {
+	case c.newToken != "":
+		r.TokenHash = c.newToken
+	case revoke:
+		r.TokenExpiresAt, r.TokenHash = nil, ""
 	}
 
 	// Events first: their sequence numbers are part of the record.
@@ -273,11 +278,9 @@ func (s *Service) write(ctx context.Context, p redis.Pipeliner, c *change, now t
 
 	if revoke && c.oldToken != "" {
 		p.Del(ctx, tokenKey(c.oldToken))
-		p.Del(ctx, tokenPtrKey(id))
 	}
 	if c.newToken != "" {
 		setUntil(ctx, p, tokenKey(c.newToken), id, now, r.TokenExpiresAt.Time)
-		setUntil(ctx, p, tokenPtrKey(id), c.newToken, now, r.TokenExpiresAt.Time)
 	}
 	return nil
 }
@@ -286,14 +289,21 @@ func (s *Service) write(ctx context.Context, p redis.Pipeliner, c *change, now t
 // timer of the timed work it set.
 func (s *Service) afterCommit(ctx context.Context, c *change) {
 	r := c.new
-	if o := s.cfg.Observer; o != nil {
-		var from Status
-		if c.old != nil {
-			from = c.old.Status
+	var from Status
+	if c.old != nil {
+		from = c.old.Status
+	}
+	if o := s.cfg.Observer; o != nil && from != r.Status {
+		o.Transitioned(from, r.Status)
+		if c.old != nil && c.old.ExpiresAt != nil && r.ExpiredFrom == from && r.UpdatedAt.Compare(c.old.ExpiresAt.Time) >= 0 {
+			o.ObserveExpiryLag(r.UpdatedAt.Sub(c.old.ExpiresAt.Time))
 		}
-		if from != r.Status {
-			o.Transitioned(from, r.Status)
-		}
+	}
+	if len(c.events) > 0 {
+		s.cfg.Logger.LogAttrs(ctx, slog.LevelInfo, "session changed",
+			slog.String("session_id", r.ID), slog.String("from", string(from)),
+			slog.String("to", string(r.Status)), slog.Any("events", c.events),
+			slog.Int64("version", r.Version))
 	}
 	if s.cfg.Timer == nil {
 		return

@@ -34,7 +34,6 @@ func TestCreateKeys(t *testing.T) {
 		tokenKey(hex.EncodeToString(sum[:])),
 		piiKey(c.ID),
 		sessionKey(c.ID),
-		tokenPtrKey(c.ID),
 	}
 	slices.Sort(want)
 	if got := e.keys("*"); !slices.Equal(got, want) {
@@ -402,14 +401,11 @@ func TestTokenStorage(t *testing.T) {
 	}
 	sum := sha256.Sum256([]byte(c.Token))
 	key := keyPrefix + "token:" + hex.EncodeToString(sum[:])
-	for _, k := range []string{key, tokenPtrKey(c.ID)} {
-		ttl := e.rdb.PTTL(e.ctx, k).Val()
-		if ttl <= testTokenTTL-10*time.Second || ttl > testTokenTTL {
-			t.Errorf("PTTL(%s) = %v, want about %v", k, ttl, testTokenTTL)
-		}
+	if ttl := e.rdb.PTTL(e.ctx, key).Val(); ttl <= testTokenTTL-10*time.Second || ttl > testTokenTTL {
+		t.Errorf("PTTL(%s) = %v, want about %v", key, ttl, testTokenTTL)
 	}
-	if got := e.rdb.Get(e.ctx, tokenPtrKey(c.ID)).Val(); got != hex.EncodeToString(sum[:]) {
-		t.Errorf("token pointer holds %q, want the hash", got)
+	if got := e.record(c.ID).TokenHash; got != hex.EncodeToString(sum[:]) {
+		t.Errorf("record holds token hash %q, want the hash", got)
 	}
 	if s, err := e.svc.SessionForToken(e.ctx, c.Token); err != nil || s.ID != c.ID {
 		t.Fatalf("SessionForToken: %v, %v", s, err)

@@ -104,13 +104,13 @@ func (s *Service) purge(ctx context.Context, id string) (bool, error) {
 				return nil, fmt.Errorf("watch ref: %w", err)
 			}
 		}
-		token, _ := tx.Get(ctx, tokenPtrKey(id)).Result()
-		var owner string
+		var owner, token string
 		if r != nil {
 			owner, _ = tx.Get(ctx, refKey(r.RefID)).Result()
+			token = r.TokenHash
 		}
 		_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
-			p.Del(ctx, sessionKey(id), piiKey(id), tokenPtrKey(id))
+			p.Del(ctx, sessionKey(id), piiKey(id))
 			if token != "" {
 				p.Del(ctx, tokenKey(token))
 			}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -19,6 +18,8 @@ import (
 	"unicode/utf8"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/sessiond/sessiond/signing"
 )
 
 // Config is everything sessiond reads from its YAML file and environment.
@@ -39,6 +40,7 @@ type Config struct {
 	DeleteLimit     []RateWindow  // SESSIOND_DELETE_LIMIT, default "5/1h,10/24h"
 	SweepEvery      time.Duration // SESSIOND_SWEEP_EVERY, default 1m
 	ShutdownTimeout time.Duration // SESSIOND_SHUTDOWN_TIMEOUT, default 10s
+	DrainDelay      time.Duration // SESSIOND_SHUTDOWN_DRAIN_DELAY, default 0: /readyz is 503 this long after SIGTERM before anything stops
 	UIUser          string        // SESSIOND_UI_USER, default "admin"
 	UIPassword      string        // SESSIOND_UI_PASSWORD; empty => /ui/ without auth
 	Webhook         WebhookConfig
@@ -93,8 +95,6 @@ const (
 	defaultEndpointID = "default"
 	// minClientSecretLen is the shortest API client secret accepted, in characters.
 	minClientSecretLen = 16
-	// minWebhookSecretLen is the shortest decoded whsec_ key accepted, in bytes.
-	minWebhookSecretLen = 16
 )
 
 // fileConfig is the YAML form of Config. Every scalar is a string so that
@@ -113,6 +113,7 @@ type fileConfig struct {
 	DeleteLimit     commaList    `yaml:"delete_limit"`
 	SweepEvery      string       `yaml:"sweep_every"`
 	ShutdownTimeout string       `yaml:"shutdown_timeout"`
+	ShutdownDrain   string       `yaml:"shutdown_drain_delay"`
 	UIUser          string       `yaml:"ui_user"`
 	UIPassword      string       `yaml:"ui_password"`
 	Webhook         fileWebhook  `yaml:"webhook"`
@@ -189,6 +190,7 @@ func LoadConfig(path string, getenv func(string) string) (Config, error) {
 		DeleteLimit:     l.deleteLimit(string(fc.DeleteLimit)),
 		SweepEvery:      l.duration("SESSIOND_SWEEP_EVERY", "sweep_every", fc.SweepEvery, defaultSweepEvery),
 		ShutdownTimeout: l.duration("SESSIOND_SHUTDOWN_TIMEOUT", "shutdown_timeout", fc.ShutdownTimeout, defaultShutdownTimeout),
+		DrainDelay:      l.delay("SESSIOND_SHUTDOWN_DRAIN_DELAY", "shutdown_drain_delay", fc.ShutdownDrain),
 		UIUser:          l.value("SESSIOND_UI_USER", "ui_user", fc.UIUser, defaultUIUser).val,
 		UIPassword:      l.value("SESSIOND_UI_PASSWORD", "ui_password", fc.UIPassword, "").val,
 		Webhook: WebhookConfig{
@@ -278,6 +280,24 @@ func (l *loader) duration(env, key, fileVal string, def time.Duration) time.Dura
 		return def
 	}
 	return d
+}
+
+// delay is duration for a setting whose default, 0, means none.
+func (l *loader) delay(env, key, fileVal string) time.Duration {
+	s := l.value(env, key, fileVal, "")
+	if s.val == "" {
+		return 0
+	}
+	d, err := time.ParseDuration(strings.TrimSpace(s.val))
+	switch {
+	case err != nil:
+		l.failf(s.src, "invalid duration %q", s.val)
+	case d < 0:
+		l.failf(s.src, "duration %q must not be negative", s.val)
+	default:
+		return d
+	}
+	return 0
 }
 
 func (l *loader) redisURL(fileVal string) string {
@@ -474,30 +494,18 @@ func (l *loader) endpoints(fileEndpoints []fileEndpoint) []Endpoint {
 // The signing package does the authoritative parse; this check only makes a
 // bad secret stop start-up with the field's name.
 func checkWebhookSecret(secret string) (isHMAC bool, err error) {
-	prefix, b64, ok := strings.Cut(secret, "_")
-	if !ok || (prefix != "whsec" && prefix != "whsk") {
-		if prefix == "whpk" {
-			return false, errors.New("whpk_ is a public key: configure the whsk_ private key here")
-		}
+	switch {
+	case strings.HasPrefix(secret, "whpk_"):
+		return false, errors.New("whpk_ is a public key: configure the whsk_ private key here")
+	case !strings.HasPrefix(secret, "whsec_") && !strings.HasPrefix(secret, "whsk_"):
 		return false, errors.New("must start with whsec_ or whsk_")
 	}
-	key, err := base64.StdEncoding.DecodeString(b64)
+	// The dispatcher signs with signing.Key, so its parser is the rule.
+	k, err := signing.ParseKey(secret)
 	if err != nil {
-		key, err = base64.RawStdEncoding.DecodeString(b64)
+		return false, err
 	}
-	if err != nil {
-		return false, fmt.Errorf("the part after %s_ is not valid base64", prefix)
-	}
-	if prefix == "whsk" {
-		if len(key) != 32 && len(key) != 64 {
-			return false, errors.New("whsk_ key must decode to a 32-byte ed25519 seed or 64-byte private key")
-		}
-		return false, nil
-	}
-	if len(key) < minWebhookSecretLen {
-		return false, fmt.Errorf("whsec_ key must decode to at least %d bytes", minWebhookSecretLen)
-	}
-	return true, nil
+	return k.Version() == "v1", nil
 }
 
 // checkClientSecret checks an API client secret. Its error never contains
@@ -706,6 +714,7 @@ func (c Config) LogValue() slog.Value {
 		slog.String("delete_limit", formatRateWindows(c.DeleteLimit)),
 		slog.String("sweep_every", shortDuration(c.SweepEvery)),
 		slog.String("shutdown_timeout", shortDuration(c.ShutdownTimeout)),
+		slog.String("shutdown_drain_delay", shortDuration(c.DrainDelay)),
 		slog.String("ui_user", c.UIUser),
 		slog.Bool("ui_password_set", c.UIPassword != ""),
 		slog.Group("webhook",

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"log/slog"
 	"net/http"
 	"sync/atomic"
 	"time"
@@ -9,15 +10,18 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// routes is every route of the admin port on one screen.
-func routes(api http.Handler, rdb redis.UniversalClient, draining *atomic.Bool) http.Handler {
+// routes is every route of the admin port on one screen. configs/openapi.yaml
+// documents them; openapi_test.go keeps the two in step.
+func routes(logger *slog.Logger, m *Metrics, api, ui, metrics http.Handler, rdb redis.UniversalClient, draining *atomic.Bool) http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("/v1/", api)
+	mux.Handle("/v1/", api) // lifecycle.API: its own routes, auth and JSON errors
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		writeStatus(w, http.StatusOK, "ok")
 	})
 	mux.Handle("GET /readyz", handleReady(rdb, draining))
-	return mux
+	mux.Handle("GET /metrics", metrics)
+	mux.Handle(uiRoot+"/", ui) // GET /ui redirects here
+	return instrument(mux, logger, m)
 }
 
 // handleReady is 200 while Redis answers and the daemon is not draining.
@@ -39,6 +43,7 @@ func handleReady(rdb redis.UniversalClient, draining *atomic.Bool) http.Handler 
 
 func writeStatus(w http.ResponseWriter, code int, status string) {
 	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(code)
 	_, _ = w.Write([]byte(`{"status":"` + status + `"}` + "\n"))
 }

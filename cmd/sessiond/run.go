@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/maintnotifications"
 
 	"github.com/sessiond/sessiond/lifecycle"
 )
@@ -56,8 +57,25 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return fmt.Errorf("redis url: %w", err)
 	}
+	// Maintenance notifications are a Redis Enterprise feature; off, the
+	// options can be copied for the scheduler's and dispatcher's own pools.
+	opts.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
 	rdb := redis.NewClient(opts)
 	defer rdb.Close()
+
+	// Operators: metrics in a private registry, read from Redis through a
+	// client of their own with short timeouts; the queue UI (closed after
+	// the admin server, by defer).
+	scrapeRDB := scrapeClient(opts)
+	defer scrapeRDB.Close()
+	reg := newRegistry(scrapeRDB, logger)
+	metrics := newMetrics(reg, endpointIDs(cfg.Webhook.Endpoints))
+	ui, closeUI := newUI(asynqRedis{opts: opts}, cfg.UIUser, cfg.UIPassword)
+	defer func() {
+		if err := closeUI(); err != nil {
+			logger.Warn("close ui", "err", err.Error())
+		}
+	}()
 
 	// Timed work: the scheduler is the lifecycle's timer, so it comes first
 	// and starts once the lifecycle exists.
@@ -72,6 +90,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		Retention:       cfg.Retention,
 		EventsRetention: cfg.EventsRetention,
 		Timer:           sched.timer(),
+		Observer:        metrics,
 		Logger:          logger,
 	})
 	api := lifecycle.NewAPI(svc, lifecycle.APIConfig{
@@ -83,25 +102,43 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
+	// Parts stop in the order listed: producers (scheduler) before workers
+	// (dispatcher). Shutdown tolerates parts that never started, so a
+	// failed start stops them all.
 	parts := []part{sched.withService(svc), disp}
+	stopParts := func(ctx context.Context) {
+		for _, p := range parts {
+			if err := p.Shutdown(ctx); err != nil {
+				logger.Warn("shutdown", "err", err.Error())
+			}
+		}
+	}
+	abort := func(err error) error {
+		ctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+		defer cancel()
+		stopParts(ctx)
+		return err
+	}
+	// Listen before starting anything, so a taken port fails fast.
+	ln, err := net.Listen("tcp", cfg.AdminAddr)
+	if err != nil {
+		return fmt.Errorf("admin listener: %w", err)
+	}
+	defer ln.Close()
 	for _, p := range parts {
 		if err := p.Start(ctx); err != nil {
-			return err
+			return abort(err)
 		}
 	}
 
 	var draining atomic.Bool
 	srv := &http.Server{
-		Handler:           routes(api, rdb, &draining),
+		Handler:           routes(logger, metrics, api, ui, handleMetrics(reg, logger), rdb, &draining),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      60 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
-	}
-	ln, err := net.Listen("tcp", cfg.AdminAddr)
-	if err != nil {
-		return fmt.Errorf("admin listener: %w", err)
 	}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
@@ -111,22 +148,25 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	case <-ctx.Done():
 		logger.Info("shutting down")
 	case err := <-serveErr:
-		return fmt.Errorf("admin server: %w", err)
+		return abort(fmt.Errorf("admin server: %w", err))
 	}
 
 	// Stop in reverse order: not ready first, so a load balancer stops
 	// sending; then the parts, producers (scheduler) before workers
 	// (dispatcher), each cut off at the shutdown timeout with what was
 	// unfinished left for the next process; then the admin server. ctx is
-	// already done, so the stops get a fresh timeout.
+	// already done, so the stops get a fresh timeout. During the drain
+	// delay everything still works; only /readyz says 503. A second signal
+	// ends the process at once.
 	draining.Store(true)
+	stop()
+	if cfg.DrainDelay > 0 {
+		logger.Info("draining: readyz reports 503", "drain_delay", shortDuration(cfg.DrainDelay))
+		time.Sleep(cfg.DrainDelay)
+	}
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
-	for _, p := range parts {
-		if err := p.Shutdown(shutdownCtx); err != nil {
-			logger.Warn("shutdown", "err", err.Error())
-		}
-	}
+	stopParts(shutdownCtx)
 	if err := srv.Shutdown(shutdownCtx); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		logger.Warn("admin server shutdown", "err", err.Error())
 	}

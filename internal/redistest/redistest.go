@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/maintnotifications"
 )
 
 // Server is a running redis-server owned by one test.
@@ -113,7 +114,12 @@ func (s *Server) Restart() {
 
 // Client returns a go-redis client for the server, closed when the test ends.
 func (s *Server) Client() *redis.Client {
-	c := redis.NewClient(&redis.Options{Addr: s.Addr})
+	c := redis.NewClient(&redis.Options{
+		Addr: s.Addr,
+		// Maintenance notifications are a Redis Enterprise feature; with
+		// them on, a copy of these options (a second pool) logs an error.
+		MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled},
+	})
 	s.t.Cleanup(func() { _ = c.Close() })
 	return c
 }

@@ -1,0 +1,200 @@
+package dispatcher
+
+import (
+	"container/heap"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"time"
+)
+
+// breaker is one endpoint's circuit breaker, per process. Closed, it lets
+// every attempt through. Once the endpoint has been failing for period,
+// every attempt since one that began period ago unhealthy (no answer, 5xx
+// or 429), with at least threshold of them, it opens: for the cool-down
+// every delivery is deferred. Then it is half open: one probe goes through
+// while the others keep waiting; a healthy probe closes it, an unhealthy
+// one opens it again for twice as long (at most maxCooldownFactor
+// cool-downs). A flaky endpoint that still succeeds now and then keeps it
+// closed: retries handle it.
+type breaker struct {
+	threshold int
+	period    time.Duration
+	cooldown  time.Duration
+
+	mu        sync.Mutex
+	failures  int       // consecutive unhealthy attempts
+	since     time.Time // when the first of them began
+	openUntil time.Time // zero while closed
+	opens     int       // consecutive opens, for the growing cool-down
+	probing   bool      // a half-open probe is in flight
+}
+
+const maxCooldownFactor = 10
+
+func newBreaker(threshold int, period, cooldown time.Duration) *breaker {
+	return &breaker{threshold: threshold, period: period, cooldown: cooldown}
+}
+
+// allow reports whether an attempt may start now. When it may not, wait
+// is how long the caller should defer it. A true allow must be followed
+// by exactly one call of done or abandon.
+func (b *breaker) allow(now time.Time) (ok bool, wait time.Duration) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	switch {
+	case b.openUntil.IsZero():
+		return true, 0
+	case now.Before(b.openUntil):
+		// Spread the deferred deliveries over half a cool-down past the
+		// opening, so they do not all come back at the same instant.
+		return false, b.openUntil.Sub(now) + spread(b.cooldown/2)
+	case !b.probing:
+		b.probing = true
+		return true, 0
+	}
+	return false, b.cooldown/4 + spread(b.cooldown/4)
+}
+
+// done records the outcome of an allowed attempt that began at started.
+func (b *breaker) done(healthy bool, started, now time.Time) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	switch {
+	case b.probing && healthy:
+		b.failures, b.opens, b.openUntil, b.probing = 0, 0, time.Time{}, false
+	case b.probing:
+		b.probing = false
+		b.open(now)
+	case !b.openUntil.IsZero():
+		// An attempt that was in flight when it opened changes nothing.
+	case healthy:
+		b.failures = 0
+	default:
+		if b.failures == 0 || started.Before(b.since) {
+			b.since = started
+		}
+		b.failures++
+		if b.failures >= b.threshold && now.Sub(b.since) >= b.period {
+			b.open(now)
+		}
+	}
+}
+
+// open opens the breaker for a cool-down that doubles with each opening.
+func (b *breaker) open(now time.Time) {
+	b.opens++
+	b.openUntil = now.Add(b.cooldown * time.Duration(min(1<<min(b.opens-1, 10), maxCooldownFactor)))
+	b.failures = 0
+}
+
+// abandon releases an allowed attempt that did not happen.
+func (b *breaker) abandon() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.probing = false
+}
+
+// isOpen reports whether the breaker is open or half open.
+func (b *breaker) isOpen() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return !b.openUntil.IsZero()
+}
+
+// spread is a random duration in [0, d).
+func spread(d time.Duration) time.Duration {
+	if d <= 0 {
+		return 0
+	}
+	return rand.N(d)
+}
+
+// limiter caps one endpoint's attempts in flight. A delivery that finds it
+// full is deferred rather than queued behind the others, so a slow
+// endpoint never holds more than its share of workers. The deferral is as
+// long as the deliveries already deferred need to get through at the
+// endpoint's pace: its recent attempt duration, or the age of the oldest
+// attempt in flight when that is longer (a hanging endpoint).
+type limiter struct {
+	slots int
+
+	mu       sync.Mutex
+	inflight []time.Time   // start times of the attempts in flight
+	latency  time.Duration // moving average of attempt durations
+	deferred dueHeap       // due times of deliveries deferred as busy
+}
+
+// Bounds of a busy deferral.
+const (
+	minBusyDefer = 20 * time.Millisecond
+	maxBusyDefer = 5 * time.Second
+	maxDeferred  = 1 << 16 // due times remembered
+)
+
+func newLimiter(n int) *limiter {
+	return &limiter{slots: n, inflight: make([]time.Time, 0, n)}
+}
+
+// tryAcquire takes a slot for an attempt starting now, if one is free.
+func (l *limiter) tryAcquire(now time.Time) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.inflight) >= l.slots {
+		return false
+	}
+	l.inflight = append(l.inflight, now)
+	return true
+}
+
+// release frees the slot of the attempt that started at start and took d
+// (0: no attempt was made).
+func (l *limiter) release(start time.Time, d time.Duration) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if i := slices.IndexFunc(l.inflight, start.Equal); i >= 0 {
+		l.inflight = slices.Delete(l.inflight, i, i+1)
+	}
+	switch {
+	case d <= 0:
+	case l.latency == 0:
+		l.latency = d
+	default:
+		l.latency += (d - l.latency) / 8
+	}
+}
+
+// busyDelay returns how long to defer a delivery that found the limiter
+// full, and remembers it among the deferred ones.
+func (l *limiter) busyDelay(now time.Time) time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for len(l.deferred) > 0 && l.deferred[0] <= now.UnixNano() {
+		heap.Pop(&l.deferred)
+	}
+	pace := max(l.latency, minBusyDefer)
+	for _, start := range l.inflight {
+		pace = max(pace, now.Sub(start))
+	}
+	ahead := time.Duration(len(l.deferred)/l.slots + 1)
+	d := min(pace*ahead, maxBusyDefer)
+	d += spread(d / 2)
+	if len(l.deferred) < maxDeferred {
+		heap.Push(&l.deferred, now.Add(d).UnixNano())
+	}
+	return d
+}
+
+// dueHeap is a min-heap of unix nanosecond times.
+type dueHeap []int64
+
+func (h dueHeap) Len() int           { return len(h) }
+func (h dueHeap) Less(i, j int) bool { return h[i] < h[j] }
+func (h dueHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *dueHeap) Push(x any)        { *h = append(*h, x.(int64)) }
+func (h *dueHeap) Pop() any {
+	old := *h
+	x := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return x
+}

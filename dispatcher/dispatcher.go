@@ -1,0 +1,399 @@
+package dispatcher
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+)
+
+// Dispatcher delivers the outbox's events to the configured endpoints.
+// Start and Shutdown may each be called once; Shutdown without Start, or
+// twice, does nothing.
+type Dispatcher struct {
+	cfg      Config
+	rdb      redis.UniversalClient
+	log      *slog.Logger
+	now      func() time.Time
+	store    *store
+	rec      *recorder
+	schedule schedule
+	eps      map[string]*endpoint
+	order    []*endpoint // eps in configuration order
+
+	queueRDB    *redis.Client // Asynq's client with the auto-pipeline hook; nil: Asynq uses rdb
+	pipe        *autoPipeline
+	transport   *http.Transport
+	http        *http.Client
+	client      *asynq.Client
+	servers     []*asynq.Server // Config.Processors of them
+	consumer    string          // this process's name in the outbox group
+	taskTimeout time.Duration   // Asynq's deadline for one task
+
+	// baseCtx is every delivery's parent; cutOff cancels it when the
+	// shutdown deadline comes, and cutting says so.
+	baseCtx  context.Context
+	cutOff   context.CancelFunc
+	cutting  atomic.Bool
+	inflight tracker
+
+	mu     sync.Mutex
+	state  int
+	cancel context.CancelFunc // stops the relay and the maintenance loop
+	loops  sync.WaitGroup
+
+	stats counters
+}
+
+const (
+	stateNew = iota
+	stateStarted
+	stateStopped
+)
+
+// New returns a Dispatcher that keeps its queue and records in rdb. It
+// fails if an endpoint's configuration is invalid; the error never quotes
+// a URL or secret.
+func New(rdb redis.UniversalClient, cfg Config) (*Dispatcher, error) {
+	cfg.setDefaults()
+	for _, d := range cfg.RetrySchedule {
+		if d <= 0 {
+			return nil, errors.New("dispatcher: retry schedule delays must be positive")
+		}
+	}
+	d := &Dispatcher{
+		cfg:      cfg,
+		rdb:      rdb,
+		log:      cfg.Logger,
+		now:      cfg.Now,
+		store:    &store{rdb: rdb, now: cfg.Now, retention: cfg.Retention},
+		schedule: newSchedule(cfg.RetrySchedule, cfg.Jitter),
+		eps:      make(map[string]*endpoint, len(cfg.Endpoints)),
+		consumer: consumerName(),
+		// Asynq keeps timeouts in whole seconds; leave room for the
+		// attempt's own timeout and the record write after it.
+		taskTimeout: (cfg.Timeout + 30*time.Second + time.Second - 1).Truncate(time.Second),
+	}
+	for _, ep := range cfg.Endpoints {
+		e, err := newEndpoint(ep, &cfg)
+		if err != nil {
+			return nil, fmt.Errorf("dispatcher: %w", err)
+		}
+		if d.eps[e.id] != nil {
+			return nil, fmt.Errorf("dispatcher: endpoint %s: duplicate id", e.id)
+		}
+		d.eps[e.id] = e
+		d.order = append(d.order, e)
+	}
+	d.rec = newRecorder(d.store)
+	d.transport = newTransport(cfg.AllowNetworks, cfg.Timeout, cfg.Concurrency)
+	d.http = newHTTPClient(d.transport)
+	queue := rdb
+	if c, ok := rdb.(*redis.Client); ok {
+		opts := *c.Options()
+		d.queueRDB = redis.NewClient(&opts)
+		d.pipe = newAutoPipeline(c)
+		d.queueRDB.AddHook(d.pipe)
+		queue = d.queueRDB
+	}
+	d.client = asynq.NewClientFromRedisClient(queue)
+	d.baseCtx, d.cutOff = context.WithCancel(context.Background())
+	// Asynq dequeues with one Redis round trip per task, one task at a
+	// time per server: several servers in one process dequeue in parallel.
+	per := max(1, cfg.Concurrency/cfg.Processors)
+	for range cfg.Processors {
+		d.servers = append(d.servers, asynq.NewServerFromRedisClient(queue, asynq.Config{
+			Concurrency:              per,
+			BaseContext:              func() context.Context { return d.baseCtx },
+			TaskCheckInterval:        cfg.TaskCheckInterval,
+			DelayedTaskCheckInterval: cfg.DelayedTaskCheckInterval,
+			JanitorInterval:          cfg.JanitorInterval,
+			RetryDelayFunc:           d.retryDelay,
+			IsFailure:                d.isFailure,
+			Queues:                   map[string]int{cfg.Queue: 1},
+			// Shutdown drains deliveries itself (see Shutdown); this only
+			// bounds a handler that ignores its cancelled context.
+			ShutdownTimeout: 2 * time.Second,
+			Logger:          asynqLogger{cfg.Logger.With("component", "asynq")},
+			LogLevel:        asynq.WarnLevel,
+		}))
+	}
+	return d, nil
+}
+
+// consumerName names this process in the outbox consumer group.
+func consumerName() string {
+	host, _ := os.Hostname()
+	b := make([]byte, 4)
+	rand.Read(b) // never fails since Go 1.24
+	return fmt.Sprintf("%s-%d-%s", host, os.Getpid(), hex.EncodeToString(b))
+}
+
+// Start starts the Asynq workers, then the relay and the maintenance loop
+// (breaker marks, orphaned tasks, abandoned outbox entries). It does not
+// block. ctx's values reach the loops; its cancellation does not stop
+// them: Shutdown does.
+func (d *Dispatcher) Start(ctx context.Context) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.state != stateNew {
+		return errors.New("dispatcher: Start called twice or after Shutdown")
+	}
+	go d.rec.run()
+	if d.pipe != nil {
+		d.pipe.start()
+	}
+	for i, srv := range d.servers {
+		if err := srv.Start(asynq.HandlerFunc(d.processTask)); err != nil {
+			for _, started := range d.servers[:i] {
+				started.Shutdown()
+			}
+			d.rec.close()
+			d.closeQueueClient()
+			d.state = stateStopped
+			return fmt.Errorf("dispatcher: start workers: %w", err)
+		}
+	}
+	d.state = stateStarted
+	loopCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	d.cancel = cancel
+	first, stop := context.WithTimeout(loopCtx, time.Second)
+	if err := d.refreshMarks(first); err != nil {
+		d.log.Warn("read disabled endpoints", "err", err.Error())
+	}
+	stop()
+	d.loops.Go(func() { d.relay(loopCtx) })
+	d.loops.Go(func() { d.maintain(loopCtx) })
+	return nil
+}
+
+// Shutdown stops the dispatcher in the order that loses nothing: first
+// the producers (relay, maintenance loop), then the workers stop taking
+// tasks and the deliveries in flight may finish until shortly before
+// ctx's deadline. Those still running then are cancelled and given back
+// to the queue due at once, without using up an attempt, for whichever
+// process runs next. It returns ctx's error if it had to cut deliveries off.
+func (d *Dispatcher) Shutdown(ctx context.Context) error {
+	d.mu.Lock()
+	state := d.state
+	d.state = stateStopped
+	d.mu.Unlock()
+	switch state {
+	case stateNew:
+		d.closeQueueClient()
+		return nil
+	case stateStopped:
+		return nil
+	}
+	d.cancel()
+	d.loops.Wait()
+
+	for _, srv := range d.servers {
+		srv.Stop()
+	}
+	drainCtx, cancel := context.WithCancel(ctx)
+	if deadline, ok := ctx.Deadline(); ok {
+		// Leave time to put the cut-off tasks back.
+		margin := min(time.Until(deadline)/5, time.Second)
+		drainCtx, cancel = context.WithDeadline(ctx, deadline.Add(-margin))
+	}
+	defer cancel()
+	var err error
+	select {
+	case <-d.inflight.idle():
+	case <-drainCtx.Done():
+		n := d.inflight.count()
+		d.log.Warn("shutdown deadline: cutting deliveries off; they will be retried", "deliveries", n)
+		d.cutting.Store(true)
+		d.cutOff()
+		err = fmt.Errorf("dispatcher: shutdown cut %d deliveries off: %w", n, ctx.Err())
+	}
+	var wg sync.WaitGroup
+	for _, srv := range d.servers {
+		wg.Go(srv.Shutdown)
+	}
+	wg.Wait()
+	d.rec.close() // after the workers: it writes their records
+	d.closeQueueClient()
+	d.cutOff()
+	d.transport.CloseIdleConnections()
+	return err
+}
+
+// closeQueueClient stops the auto-pipeline and closes Asynq's client.
+func (d *Dispatcher) closeQueueClient() {
+	if d.queueRDB == nil {
+		return
+	}
+	d.pipe.close()
+	_ = d.queueRDB.Close()
+}
+
+// EnableEndpoint removes the disabled mark a 410 answer left on an
+// endpoint, for every replica. A replay that gets a 2xx does the same.
+func (d *Dispatcher) EnableEndpoint(ctx context.Context, id string) error {
+	ep := d.eps[id]
+	if ep == nil {
+		return fmt.Errorf("enable endpoint %s: not configured", id)
+	}
+	if err := d.store.enable(ctx, id); err != nil {
+		return err
+	}
+	ep.marked.Store(false)
+	d.log.Info("webhook endpoint enabled", "endpoint_id", id)
+	return nil
+}
+
+// EndpointDisabled reports whether an endpoint gets no deliveries, by
+// configuration or after a 410 answer.
+func (d *Dispatcher) EndpointDisabled(id string) bool {
+	ep := d.eps[id]
+	return ep == nil || ep.disabledNow()
+}
+
+// refreshMarks reads the disabled marks every replica shares.
+func (d *Dispatcher) refreshMarks(ctx context.Context) error {
+	marks, err := d.store.marks(ctx)
+	if err != nil {
+		return err
+	}
+	for _, ep := range d.order {
+		m, ok := marks[ep.id]
+		ep.marked.Store(ok && m.URLHash == ep.urlHash)
+	}
+	return nil
+}
+
+// retryDelay is the Asynq server's RetryDelayFunc. failures is the task's
+// retry count before this failure.
+func (d *Dispatcher) retryDelay(failures int, err error, _ *asynq.Task) time.Duration {
+	var de *deferError
+	var ae *attemptError
+	switch {
+	case errors.As(err, &de):
+		return de.delay
+	case !d.isFailure(err):
+		return 0 // a cut-off or orphaned task: again at once
+	case errors.As(err, &ae) && ae.retryAfter > 0:
+		return notEarlier(d.schedule.clamp(ae.retryAfter), time.Now())
+	}
+	return notEarlier(d.schedule.delay(failures+1), time.Now())
+}
+
+// notEarlier returns a delay from now that Asynq, which keeps due times in
+// whole unix seconds (truncated), will not run before now+delay: the time
+// to the next whole second at or after it, plus a millisecond for the
+// instant between this call and Asynq's own clock reading.
+func notEarlier(delay time.Duration, now time.Time) time.Duration {
+	due := now.Add(delay)
+	at := due.Truncate(time.Second)
+	if at.Before(due) {
+		at = at.Add(time.Second)
+	}
+	return at.Sub(now) + time.Millisecond
+}
+
+// isFailure is the Asynq server's IsFailure: only a real attempt uses up
+// the schedule. A deferral, a delivery cut off by shutdown and a task
+// whose worker died keep their retry count.
+func (d *Dispatcher) isFailure(err error) bool {
+	var de *deferError
+	switch {
+	case errors.As(err, &de), errors.Is(err, asynq.ErrLeaseExpired):
+		return false
+	case errors.Is(err, context.Canceled) && d.cutting.Load():
+		return false
+	}
+	return true
+}
+
+// Stats counts what this process did since New.
+type Stats struct {
+	Enqueued  int64 // delivery tasks the relay enqueued
+	Succeeded int64 // attempts answered 2xx
+	Failed    int64 // attempts that failed
+	Dead      int64 // deliveries given up (archived)
+	Deferred  int64 // deliveries deferred by a breaker or a busy endpoint
+	Requeued  int64 // tasks given back after their worker died
+}
+
+type counters struct {
+	enqueued, succeeded, failed, dead, deferred, requeued atomic.Int64
+}
+
+// Stats returns the counters.
+func (d *Dispatcher) Stats() Stats {
+	c := &d.stats
+	return Stats{
+		Enqueued:  c.enqueued.Load(),
+		Succeeded: c.succeeded.Load(),
+		Failed:    c.failed.Load(),
+		Dead:      c.dead.Load(),
+		Deferred:  c.deferred.Load(),
+		Requeued:  c.requeued.Load(),
+	}
+}
+
+// tracker counts deliveries in flight.
+type tracker struct {
+	mu   sync.Mutex
+	n    int
+	zero chan struct{} // closed while n == 0; nil means closed
+}
+
+var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
+func (t *tracker) add() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.n == 0 {
+		t.zero = make(chan struct{})
+	}
+	t.n++
+}
+
+func (t *tracker) done() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.n--
+	if t.n == 0 {
+		close(t.zero)
+	}
+}
+
+// idle is closed once nothing is in flight.
+func (t *tracker) idle() <-chan struct{} {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.n == 0 {
+		return closedChan
+	}
+	return t.zero
+}
+
+func (t *tracker) count() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.n
+}
+
+// asynqLogger writes Asynq's log lines through slog.
+type asynqLogger struct{ l *slog.Logger }
+
+func (a asynqLogger) Debug(args ...any) { a.l.Debug(fmt.Sprint(args...)) }
+func (a asynqLogger) Info(args ...any)  { a.l.Info(fmt.Sprint(args...)) }
+func (a asynqLogger) Warn(args ...any)  { a.l.Warn(fmt.Sprint(args...)) }
+func (a asynqLogger) Error(args ...any) { a.l.Error(fmt.Sprint(args...)) }
+
+// Fatal logs at error level; Asynq exits the process itself after it.
+func (a asynqLogger) Fatal(args ...any) { a.l.Error(fmt.Sprint(args...)) }

@@ -1,0 +1,324 @@
+package dispatcher
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+)
+
+func TestScheduleDelay(t *testing.T) {
+	s := newSchedule(DefaultRetrySchedule, 0.1)
+	for failures := 1; failures <= 9; failures++ {
+		want := DefaultRetrySchedule[min(failures, len(DefaultRetrySchedule))-1]
+		for range 50 {
+			got := s.delay(failures)
+			lo, hi := time.Duration(float64(want)*0.9), time.Duration(float64(want)*1.1)
+			if got < lo || got > hi {
+				t.Fatalf("delay(%d) = %v, want %v ±10%%", failures, got, want)
+			}
+		}
+	}
+	if got := newSchedule(DefaultRetrySchedule, 0).delay(2); got != 5*time.Minute {
+		t.Errorf("delay without jitter = %v, want 5m", got)
+	}
+	if s.retries() != 7 {
+		t.Errorf("retries = %d, want 7", s.retries())
+	}
+	tests := []struct{ in, want time.Duration }{
+		{0, 5 * time.Second},
+		{time.Second, 5 * time.Second},
+		{time.Minute, time.Minute},
+		{100 * time.Hour, 10 * time.Hour},
+	}
+	for _, tt := range tests {
+		if got := s.clamp(tt.in); got != tt.want {
+			t.Errorf("clamp(%v) = %v, want %v", tt.in, got, tt.want)
+		}
+	}
+}
+
+// notEarlier's delay, truncated to whole seconds as Asynq keeps it, never
+// comes before the delay asked for.
+func TestNotEarlier(t *testing.T) {
+	base := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	for _, offset := range []time.Duration{0, time.Millisecond, 400 * time.Millisecond, 999 * time.Millisecond} {
+		for _, d := range []time.Duration{0, 10 * time.Millisecond, time.Second, 1500 * time.Millisecond, time.Hour} {
+			now := base.Add(offset)
+			got := notEarlier(d, now)
+			due := time.Unix(now.Add(got).Unix(), 0)
+			if due.Before(now.Add(d)) {
+				t.Errorf("now+%v, delay %v: due %v, before %v", offset, d, due, now.Add(d))
+			}
+			if got > d+time.Second+time.Millisecond {
+				t.Errorf("now+%v, delay %v: %v is more than a second late", offset, d, got)
+			}
+		}
+	}
+}
+
+func TestParseRetryAfter(t *testing.T) {
+	now := time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
+	tests := []struct {
+		in     string
+		want   time.Duration
+		wantOK bool
+	}{
+		{"120", 2 * time.Minute, true},
+		{" 5 ", 5 * time.Second, true},
+		{"0", 0, true},
+		{"99999999999999999999", 999999999 * time.Second, true},
+		{now.Add(90 * time.Second).Format(http1123), 90 * time.Second, true},
+		{now.Add(-time.Hour).Format(http1123), 0, true},
+		{"Sunday, 01-Jun-25 12:00:30 GMT", 30 * time.Second, true}, // RFC 850
+		{"", 0, false},
+		{"-5", 0, false},
+		{"1.5", 0, false},
+		{"soon", 0, false},
+		{"0x10", 0, false},
+	}
+	for _, tt := range tests {
+		got, ok := parseRetryAfter(tt.in, now)
+		if got != tt.want || ok != tt.wantOK {
+			t.Errorf("parseRetryAfter(%q) = %v, %v; want %v, %v", tt.in, got, ok, tt.want, tt.wantOK)
+		}
+	}
+}
+
+const http1123 = "Mon, 02 Jan 2006 15:04:05 GMT"
+
+// Only real attempts use up the schedule.
+func TestIsFailureAndRetryDelay(t *testing.T) {
+	d, err := New(nil, Config{RetrySchedule: []time.Duration{time.Minute, time.Hour}, Jitter: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name     string
+		err      error
+		failure  bool
+		min, max time.Duration
+	}{
+		{"deferral", &deferError{reason: "busy", delay: 3 * time.Second}, false, 3 * time.Second, 3 * time.Second},
+		{"wrapped deferral", fmt.Errorf("x: %w", &deferError{delay: time.Second}), false, time.Second, time.Second},
+		{"lease expired", asynq.ErrLeaseExpired, false, 0, 0},
+		{"attempt", &attemptError{msg: "HTTP 500"}, true, time.Minute, time.Minute + time.Second + time.Millisecond},
+		{"retry-after", &attemptError{msg: "HTTP 429", retryAfter: 10 * time.Hour}, true, time.Hour, time.Hour + time.Second + time.Millisecond},
+		{"canceled, not shutting down", context.Canceled, true, time.Minute, time.Minute + time.Second + time.Millisecond},
+	}
+	for _, tt := range tests {
+		if got := d.isFailure(tt.err); got != tt.failure {
+			t.Errorf("%s: isFailure = %v, want %v", tt.name, got, tt.failure)
+		}
+		if got := d.retryDelay(0, tt.err, nil); got < tt.min || got > tt.max {
+			t.Errorf("%s: retryDelay = %v, want %v to %v", tt.name, got, tt.min, tt.max)
+		}
+	}
+	d.cutting.Store(true)
+	if d.isFailure(context.Canceled) || d.retryDelay(0, context.Canceled, nil) != 0 {
+		t.Error("a delivery cut off by shutdown must be put back at once without a failure")
+	}
+	if !d.isFailure(errors.New("other")) {
+		t.Error("other errors are failures")
+	}
+}
+
+func TestBreaker(t *testing.T) {
+	t0 := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	at := func(d time.Duration) time.Time { return t0.Add(d) }
+	attempt := func(b *breaker, healthy bool, when time.Time) {
+		t.Helper()
+		if ok, _ := b.allow(when); !ok {
+			t.Fatalf("breaker refused an attempt at %v", when.Sub(t0))
+		}
+		b.done(healthy, when, when)
+	}
+
+	// A flaky endpoint that fails most attempts but succeeds now and then
+	// keeps it closed.
+	b := newBreaker(3, 10*time.Second, time.Second)
+	for i := range 100 {
+		attempt(b, i%5 == 4, at(time.Duration(i)*time.Second))
+	}
+	if b.isOpen() {
+		t.Fatal("a flaky endpoint opened the breaker")
+	}
+
+	// Failing for the period with at least threshold attempts opens it.
+	b = newBreaker(3, 10*time.Second, time.Second)
+	attempt(b, false, at(0))
+	attempt(b, false, at(time.Second))
+	attempt(b, false, at(2*time.Second)) // threshold reached, period not
+	if b.isOpen() {
+		t.Fatal("opened before failing for the period")
+	}
+	attempt(b, false, at(10*time.Second))
+	now := at(10 * time.Second)
+	ok, wait := b.allow(now)
+	if ok || wait < time.Second || wait > 1500*time.Millisecond {
+		t.Fatalf("after failing 10s: allow = %v, %v; want deferred about a second", ok, wait)
+	}
+	b.done(false, now, now) // a straggler does not extend it
+	if ok, wait := b.allow(now.Add(999 * time.Millisecond)); ok || wait > 600*time.Millisecond {
+		t.Errorf("straggler extended the open breaker: %v %v", ok, wait)
+	}
+	// Half open: one probe, the others wait.
+	later := now.Add(time.Second)
+	if ok, _ := b.allow(later); !ok {
+		t.Fatal("no probe after the cool-down")
+	}
+	if ok, _ := b.allow(later); ok {
+		t.Fatal("a second probe went through")
+	}
+	// A failed probe opens it for twice as long.
+	b.done(false, later, later)
+	if ok, wait := b.allow(later); ok || wait < 2*time.Second {
+		t.Errorf("after a failed probe allow = %v, %v; want 2s", ok, wait)
+	}
+	// An abandoned probe lets another one through; a good one closes it.
+	probe := later.Add(2 * time.Second)
+	if ok, _ := b.allow(probe); !ok {
+		t.Fatal("no probe")
+	}
+	b.abandon()
+	if ok, _ := b.allow(probe); !ok {
+		t.Fatal("no probe after an abandoned one")
+	}
+	b.done(true, probe, probe)
+	if b.isOpen() {
+		t.Fatal("a good probe did not close the breaker")
+	}
+	// A hanging endpoint: attempts that began 15s ago time out now.
+	b = newBreaker(3, 10*time.Second, time.Second)
+	for range 3 {
+		b.allow(at(0))
+	}
+	for range 3 {
+		b.done(false, at(0), at(15*time.Second))
+	}
+	if !b.isOpen() {
+		t.Error("timeouts of attempts that began 15s ago did not open it")
+	}
+}
+
+func TestLimiterBusyDelay(t *testing.T) {
+	now := time.Now()
+	l := newLimiter(2)
+	if !l.tryAcquire(now) || !l.tryAcquire(now) || l.tryAcquire(now) {
+		t.Fatal("limiter of 2 did not hold exactly 2")
+	}
+	l.release(now, 100*time.Millisecond)
+	l.release(now, 100*time.Millisecond)
+	first := l.busyDelay(now)
+	if first < 100*time.Millisecond || first > 150*time.Millisecond {
+		t.Errorf("first busy delay = %v, want the endpoint's latency", first)
+	}
+	var last time.Duration
+	for range 10 {
+		last = l.busyDelay(now)
+	}
+	// 11 deferred for 2 slots: the last waits for about 6 rounds.
+	if last < 500*time.Millisecond {
+		t.Errorf("busy delay with a backlog = %v, want it to grow with the backlog", last)
+	}
+	later := now.Add(time.Hour)
+	if d := l.busyDelay(later); d > 150*time.Millisecond {
+		t.Errorf("busy delay once the backlog is due = %v", d)
+	}
+	// A hanging attempt: the pace is at least its age.
+	l = newLimiter(1)
+	l.tryAcquire(now)
+	if d := l.busyDelay(now.Add(3 * time.Second)); d < 3*time.Second {
+		t.Errorf("busy delay behind a 3s-old attempt = %v", d)
+	}
+	l.release(now, 0)
+	if !l.tryAcquire(now) {
+		t.Error("slot not freed")
+	}
+}
+
+func TestEgressGuard(t *testing.T) {
+	g := egressGuard{allow: []netip.Prefix{netip.MustParsePrefix("10.1.0.0/16"), netip.MustParsePrefix("::1/128")}}
+	tests := []struct {
+		addr    string
+		refused bool
+	}{
+		{"93.184.216.34", false},
+		{"2606:2800:220:1:248:1893:25c8:1946", false},
+		{"127.0.0.1", true},
+		{"127.9.9.9", true},
+		{"::1", false}, // allowed
+		{"::ffff:127.0.0.1", true},
+		{"10.0.0.1", true},
+		{"10.1.2.3", false}, // allowed
+		{"::ffff:10.1.2.3", false},
+		{"172.16.0.1", true},
+		{"192.168.1.1", true},
+		{"169.254.169.254", true}, // cloud metadata
+		{"fe80::1", true},
+		{"fc00::1", true},
+		{"fd12:3456::1", true},
+		{"0.0.0.0", true},
+		{"::", true},
+		{"224.0.0.1", true},
+		{"ff02::1", true},
+		{"100.64.0.1", true},
+		{"255.255.255.255", true},
+		{"64:ff9b::7f00:1", true}, // NAT64 of 127.0.0.1
+		{"2002:7f00:1::", true},   // 6to4 of 127.0.0.1
+		{"198.18.0.1", true},
+	}
+	for _, tt := range tests {
+		err := g.control(context.Background(), "tcp", netip.AddrPortFrom(netip.MustParseAddr(tt.addr), 443).String(), nil)
+		if (err != nil) != tt.refused {
+			t.Errorf("%s: control = %v, want refused %v", tt.addr, err, tt.refused)
+		}
+		if err != nil && !errors.Is(err, ErrBlockedAddress) {
+			t.Errorf("%s: error %v does not wrap ErrBlockedAddress", tt.addr, err)
+		}
+	}
+}
+
+func TestDeliveryID(t *testing.T) {
+	id := deliveryID("6f1c3a0e-9a8e-4c1e-8d5e-2a7c0b9d4e11", "evt_0123abcd", "my-endpoint_2")
+	if id != "6f1c3a0e-9a8e-4c1e-8d5e-2a7c0b9d4e11~evt_0123abcd~my-endpoint_2" {
+		t.Fatalf("deliveryID = %q", id)
+	}
+	s, e, ep, ok := parseDeliveryID(id)
+	if !ok || s != "6f1c3a0e-9a8e-4c1e-8d5e-2a7c0b9d4e11" || e != "evt_0123abcd" || ep != "my-endpoint_2" {
+		t.Errorf("parseDeliveryID = %q %q %q %v", s, e, ep, ok)
+	}
+	for _, bad := range []string{"", "a~b", "a~b~c~d", "a~~c", "a/b~c~d", "a~b~c d", "a~b~c%20"} {
+		if _, _, _, ok := parseDeliveryID(bad); ok {
+			t.Errorf("parseDeliveryID(%q) ok", bad)
+		}
+	}
+	if deliveryID("a.b", "e", "p") != "" {
+		t.Error("deliveryID accepted a part with a dot")
+	}
+}
+
+func TestTaskPayloadRoundTrip(t *testing.T) {
+	p := &taskPayload{Delivery: "s~e~p", Session: "s", Event: "e", Type: "session.created", Endpoint: "p", Base: 3, Replay: true,
+		Body: []byte("{\"type\":\"session.created\",\n \"data\":{}}")}
+	b, err := p.encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := decodePayload(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got.Body) != string(p.Body) || got.Base != 3 || !got.Replay || got.Delivery != p.Delivery {
+		t.Errorf("round trip = %+v", got)
+	}
+	for _, bad := range []string{"", "{}", "{}\n", `{"delivery":"s~e~p","session":"x","event":"e","endpoint":"p"}` + "\n{}"} {
+		if _, err := decodePayload([]byte(bad)); err == nil {
+			t.Errorf("decodePayload(%q) = nil error", bad)
+		}
+	}
+}
