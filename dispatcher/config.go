@@ -95,6 +95,9 @@ type Config struct {
 	// record keeps, in bytes; default 4096.
 	ResponseBodyLimit int
 
+	// Metrics hears of every attempt and of the circuit breakers' state;
+	// nil records nothing.
+	Metrics Metrics
 	// Now is the clock; default time.Now.
 	Now    func() time.Time
 	Logger *slog.Logger
@@ -196,6 +199,9 @@ func (c *Config) setDefaults() {
 	if c.Now == nil {
 		c.Now = time.Now
 	}
+	if c.Metrics == nil {
+		c.Metrics = noMetrics{}
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -203,6 +209,22 @@ func (c *Config) setDefaults() {
 
 // endpoint is a configured Endpoint ready to deliver: its signer, filter,
 // breaker and concurrency limit.
+// Metrics is what the dispatcher reports for monitoring.
+type Metrics interface {
+	// ObserveAttempt hears of one HTTP attempt: its outcome is "success"
+	// (2xx), "failure" (another status), "timeout", "error" (no answer) or
+	// "gone" (410); sinceEvent is the time from the event to the attempt's
+	// end.
+	ObserveAttempt(endpoint, outcome string, sinceEvent time.Duration)
+	// SetCircuit hears whether an endpoint's circuit breaker is open.
+	SetCircuit(endpoint string, open bool)
+}
+
+type noMetrics struct{}
+
+func (noMetrics) ObserveAttempt(string, string, time.Duration) {}
+func (noMetrics) SetCircuit(string, bool)                      {}
+
 type endpoint struct {
 	id       string
 	url      string

@@ -3,6 +3,7 @@ package dispatcher
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -12,6 +13,7 @@ import (
 	"net/url"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -74,6 +76,8 @@ func (d *Dispatcher) processTask(ctx context.Context, t *asynq.Task) error {
 		return &deferError{reason: "cut off by shutdown"}
 	}
 	ep.breaker.done(res.healthy(), res.start, time.Now())
+	d.cfg.Metrics.SetCircuit(ep.id, ep.breaker.isOpen())
+	d.cfg.Metrics.ObserveAttempt(ep.id, res.outcome(), d.now().Sub(eventTime(p.Body, at)))
 
 	a := &Attempt{
 		Attempt:           attempt,
@@ -167,6 +171,32 @@ type result struct {
 
 func (r *result) ok() bool { return r.code >= 200 && r.code < 300 }
 
+// outcome names the attempt's result for metrics.
+func (r *result) outcome() string {
+	switch {
+	case r.ok():
+		return "success"
+	case r.code == http.StatusGone:
+		return "gone"
+	case r.code != 0:
+		return "failure"
+	case strings.HasPrefix(r.errText, timeoutPrefix):
+		return "timeout"
+	}
+	return "error"
+}
+
+// eventTime is the timestamp of the webhook body, or def when it has none.
+func eventTime(body []byte, def time.Time) time.Time {
+	var b struct {
+		Timestamp lifecycle.Time `json:"timestamp"`
+	}
+	if json.Unmarshal(body, &b) != nil || b.Timestamp.IsZero() {
+		return def
+	}
+	return b.Timestamp.Time
+}
+
 // healthy reports whether the attempt shows a working endpoint, for the
 // circuit breaker: it answered, and neither 5xx nor 429.
 func (r *result) healthy() bool {
@@ -222,6 +252,8 @@ func (d *Dispatcher) send(ctx context.Context, ep *endpoint, p *taskPayload, att
 
 // transportError describes an attempt that got no answer, without the URL
 // (it may hold credentials).
+const timeoutPrefix = "timeout after "
+
 func (d *Dispatcher) transportError(ctx context.Context, err error) string {
 	var ue *url.Error
 	if errors.As(err, &ue) {
@@ -230,7 +262,7 @@ func (d *Dispatcher) transportError(ctx context.Context, err error) string {
 	switch {
 	case errors.Is(err, ErrBlockedAddress):
 	case errors.Is(ctx.Err(), context.DeadlineExceeded), errors.Is(err, os.ErrDeadlineExceeded):
-		return "timeout after " + d.cfg.Timeout.String()
+		return timeoutPrefix + d.cfg.Timeout.String()
 	}
 	return err.Error()
 }

@@ -30,7 +30,11 @@
 //     followed.
 //   - Every Redis key is built in keys.go; a delivery's keys carry the hash
 //     tag {<session id>} and expire with the event's retention.
-//   - Time comes from Config.Now; TTLs are set relative to it.
+//   - Record times, TTLs and webhook-timestamp come from Config.Now, TTLs
+//     relative to it; endpoint health (breaker, limiter, latency) and the
+//     lease sweep use the wall clock, as Asynq does.
+//   - A delivery's attempts are written before Asynq completes, retries or
+//     archives its task; the record is the history, Asynq the schedule.
 //
 // Crash bound. Asynq returns a SIGKILLed worker's task only after its 30 s
 // lease has expired plus 30 s of slack, checked once a minute: 60–120 s, and

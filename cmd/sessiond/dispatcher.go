@@ -25,7 +25,7 @@ type dispatcherPart struct {
 // dispatcherConcurrency is the number of deliveries in flight per process.
 const dispatcherConcurrency = 100
 
-func newDispatcher(cfg Config, redisURL string, _ redis.UniversalClient, svc *lifecycle.Service, api *lifecycle.API, logger *slog.Logger) (*dispatcherPart, error) {
+func newDispatcher(cfg Config, redisURL string, _ redis.UniversalClient, svc *lifecycle.Service, api *lifecycle.API, metrics dispatcher.Metrics, logger *slog.Logger) (*dispatcherPart, error) {
 	opts, err := redis.ParseURL(redisURL)
 	if err != nil {
 		return nil, fmt.Errorf("redis url: %w", err)
@@ -52,6 +52,7 @@ func newDispatcher(cfg Config, redisURL string, _ redis.UniversalClient, svc *li
 		AllowNetworks: cfg.Webhook.AllowNetworks,
 		Concurrency:   dispatcherConcurrency,
 		Retention:     cfg.EventsRetention,
+		Metrics:       metrics,
 		Logger:        logger.With("component", "dispatcher"),
 	})
 	if err != nil {

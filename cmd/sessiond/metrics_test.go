@@ -3,7 +3,9 @@ package main
 import (
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -279,3 +281,43 @@ func counter(m *dto.Metric) float64   { return m.GetCounter().GetValue() }
 func gauge(m *dto.Metric) float64     { return m.GetGauge().GetValue() }
 func histCount(m *dto.Metric) float64 { return float64(m.GetHistogram().GetSampleCount()) }
 func histSum(m *dto.Metric) float64   { return m.GetHistogram().GetSampleSum() }
+
+// TestWebhookAndExpiryMetricsMove checks that the dispatcher and the expiry
+// path report into /metrics: a delivered webhook counts as a successful
+// attempt with its latency, a failing endpoint's attempts count as failures,
+// and a session that runs out of time shows in the expiry-lag histogram.
+func TestWebhookAndExpiryMetricsMove(t *testing.T) {
+	t.Parallel()
+	var fail atomic.Bool
+	recv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if fail.Load() {
+			w.WriteHeader(http.StatusInternalServerError)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	t.Cleanup(recv.Close)
+	d := startDaemon(t, nil, map[string]string{
+		"SESSIOND_WEBHOOK_URL":            recv.URL,
+		"SESSIOND_WEBHOOK_SECRET":         "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+		"SESSIOND_WEBHOOK_ALLOW_NETWORKS": "127.0.0.0/8",
+		"SESSIOND_WEBHOOK_RETRY_SCHEDULE": "1h",
+		"SESSIOND_SESSION_TTL":            "1s",
+	})
+
+	d.createSession("metrics-webhook", nil)
+	d.waitMetric(`sessiond_webhook_attempts_total{endpoint="default",outcome="success"}`,
+		func(v float64) bool { return v >= 1 }, "at least 1 after a delivered session.created")
+	d.waitMetric(`sessiond_webhook_delivery_seconds_count{endpoint="default"}`,
+		func(v float64) bool { return v >= 1 }, "at least 1 after a delivered webhook")
+	d.waitMetric(`sessiond_expiry_lag_seconds_count`,
+		func(v float64) bool { return v >= 1 }, "at least 1 after a session ran out of time")
+
+	fail.Store(true)
+	d.createSession("metrics-webhook-2", nil)
+	d.waitMetric(`sessiond_webhook_attempts_total{endpoint="default",outcome="failure"}`,
+		func(v float64) bool { return v >= 1 }, "at least 1 after a 500")
+	if v := d.metrics()[`sessiond_webhook_circuit_open{endpoint="default"}`]; v != 0 {
+		t.Errorf("circuit open = %v after one failure, want 0", v)
+	}
+}

@@ -98,7 +98,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		DeleteLimit: rateWindows(cfg.DeleteLimit),
 		Logger:      logger,
 	})
-	disp, err := newDispatcher(cfg, redisURL, rdb, svc, api, logger)
+	disp, err := newDispatcher(cfg, redisURL, rdb, svc, api, metrics, logger)
 	if err != nil {
 		return err
 	}
