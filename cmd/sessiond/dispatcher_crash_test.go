@@ -18,7 +18,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -64,7 +63,7 @@ func TestDispatcherSurvivesCrashes(t *testing.T) {
 	srv := redistest.Start(t, redistest.Options{AppendOnly: true})
 	rdb := srv.Client()
 	ctx := t.Context()
-	bin := crashBuildDaemon(t)
+	bin := buildSessiond(t)
 	rv := newCrashReceiver(t)
 	port, err := redistest.FreePort()
 	if err != nil {
@@ -257,18 +256,6 @@ func crashWaitUntil(t *testing.T, limit time.Duration, what string, cond func() 
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-}
-
-// crashBuildDaemon builds the sessiond binary into a temporary directory.
-func crashBuildDaemon(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "sessiond")
-	cmd := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), "build", "-o", bin, ".")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
 }
 
 // crashDaemon runs the daemon binary, one process at a time.

@@ -14,7 +14,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
 	"sync"
@@ -44,7 +43,7 @@ func TestReplicasExpireEachSessionOnce(t *testing.T) {
 	)
 	srv := redistest.Start(t)
 	rdb := srv.Client()
-	bin := buildReplicaBinary(t)
+	bin := buildSessiond(t)
 
 	var procs []*replicaProc
 	for i := range replicas {
@@ -178,18 +177,6 @@ const (
 	replicaAPIKey    = "replica-test"
 	replicaAPISecret = "replica-secret-0123456789"
 )
-
-// buildReplicaBinary builds the sessiond binary into the test's directory.
-func buildReplicaBinary(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "sessiond")
-	cmd := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), "build", "-o", bin, ".")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
-}
 
 // replicaProc is one sessiond process.
 type replicaProc struct {

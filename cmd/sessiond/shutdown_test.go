@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"runtime"
 	"strings"
 	"sync"
@@ -74,13 +73,8 @@ func TestReadyzFollowsRedis(t *testing.T) {
 	d.waitMetric("sessiond_redis_up", func(v float64) bool { return v == 1 }, "1 again")
 }
 
-// knownStderr matches stderr lines that are known bugs elsewhere, each to
-// be removed once fixed: go-redis logs (as plain text, through its global
-// logger) a failed maintnotifications set-up when scheduler.ownPool copies
-// a live client's Options into a new client.
-var knownStderr = regexp.MustCompile(`^redis: .*failed to initialize maintnotifications: .*cannot overwrite existing handler`)
-
-// buildSessiond builds the daemon binary into a temporary directory of t.
+// buildSessiond builds the daemon binary into a temporary directory of t;
+// the tests that run real processes share it.
 func buildSessiond(t *testing.T) string {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "sessiond")
@@ -209,10 +203,6 @@ func TestSIGTERM(t *testing.T) {
 		t.Errorf("last log line = %q, want stopped", logLines[max(n-1, 0):])
 	}
 	for line := range strings.Lines(stderr.String()) {
-		if knownStderr.MatchString(line) {
-			t.Logf("known stray stderr line (see knownStderr): %s", strings.TrimSpace(line))
-			continue
-		}
 		t.Errorf("stderr line (every log line belongs on stdout, as JSON): %s", strings.TrimSpace(line))
 	}
 }
