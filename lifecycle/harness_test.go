@@ -12,6 +12,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/sessiond/sessiond/internal/clocktest"
 	"github.com/sessiond/sessiond/internal/redistest"
 )
 
@@ -28,26 +29,6 @@ const (
 	testPurgeAfter = 2 * time.Hour
 	testRetention  = 48 * time.Hour
 )
-
-// fakeClock is the injected clock: time moves only when a test says so.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func newFakeClock(start time.Time) *fakeClock { return &fakeClock{now: start} }
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
 
 // recTimer records the timed work the service schedules.
 type recTimer struct {
@@ -111,7 +92,7 @@ type env struct {
 	ctx   context.Context
 	srv   *redistest.Server
 	rdb   *redis.Client
-	clock *fakeClock
+	clock *clocktest.Clock
 	svc   *Service
 	timer *recTimer
 	obs   *recObserver
@@ -127,7 +108,7 @@ func newEnv(t testing.TB, mods ...func(*Config)) *env {
 		ctx:   t.Context(),
 		srv:   srv,
 		rdb:   srv.Client(),
-		clock: newFakeClock(testStart),
+		clock: clocktest.New(testStart),
 		timer: &recTimer{},
 		obs:   &recObserver{},
 	}

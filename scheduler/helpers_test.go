@@ -10,46 +10,25 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/goleak"
 
+	"github.com/sessiond/sessiond/internal/clocktest"
 	"github.com/sessiond/sessiond/internal/redistest"
 	"github.com/sessiond/sessiond/lifecycle"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// fakeClock is the injected clock tests move by hand.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock(t time.Time) *fakeClock { return &fakeClock{t: t.UTC().Truncate(time.Millisecond)} }
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Set(t time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = t
-}
-
-func (c *fakeClock) Add(d time.Duration) { c.Set(c.Now().Add(d)) }
-
 // env is one test's Redis and clock.
 type env struct {
 	t     *testing.T
 	srv   *redistest.Server
 	rdb   *redis.Client
-	clock *fakeClock
+	clock *clocktest.Clock
 }
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
 	srv := redistest.Start(t)
-	return &env{t: t, srv: srv, rdb: srv.Client(), clock: newClock(time.Now())}
+	return &env{t: t, srv: srv, rdb: srv.Client(), clock: clocktest.New(time.Now())}
 }
 
 // node is one scheduler with its lifecycle service, as one replica runs

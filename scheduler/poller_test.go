@@ -97,7 +97,7 @@ func TestPollerClaimsAreExclusive(t *testing.T) {
 	for _, n := range nodes {
 		e.start(n)
 	}
-	e.clock.Add(time.Minute)
+	e.clock.Advance(time.Minute)
 
 	expired := e.waitEvents("session.expired", sessions)
 	waitFor(t, 10*time.Second, "every Run's hook", func() bool { return ran.count() >= sessions })
@@ -130,7 +130,7 @@ func TestCrashedClaimComesDueAfterLease(t *testing.T) {
 	dead := e.node(cfg, lifecycle.Config{SessionTTL: time.Minute}, false)
 
 	s := create(t, live.svc, "ref-crash", false)
-	e.clock.Add(time.Minute)
+	e.clock.Advance(time.Minute)
 	c, err := dead.sched.claim(context.Background(), lifecycle.WorkExpire, e.clock.Now(), 10)
 	if err != nil {
 		t.Fatal(err)
@@ -141,13 +141,13 @@ func TestCrashedClaimComesDueAfterLease(t *testing.T) {
 	// The dead replica never runs it. The live one must leave it alone
 	// while the lease holds...
 	e.start(live)
-	e.clock.Add(lease - time.Millisecond)
+	e.clock.Advance(lease - time.Millisecond)
 	polled.waitNext(t, 3, "three polls inside the lease")
 	if got := e.events("session.expired"); len(got) != 0 {
 		t.Fatalf("claimed session expired inside the lease: %v", got)
 	}
 	// ...and take it when the lease ends.
-	e.clock.Add(time.Millisecond)
+	e.clock.Advance(time.Millisecond)
 	if evs := e.waitEvents("session.expired", 1)[s.ID]; len(evs) != 1 {
 		t.Fatalf("got %d expired events, want 1", len(evs))
 	}
@@ -171,7 +171,7 @@ func TestExtensionAndResumeRearmExpiry(t *testing.T) {
 		}
 	}
 	first := s.ExpiresAt.Time
-	e.clock.Add(ttl / 2)
+	e.clock.Advance(ttl / 2)
 	again := create(t, n.svc, "ref-extend", false) // idempotent create extends
 	if again.ID != s.ID || !again.ExpiresAt.After(first) {
 		t.Fatalf("idempotent create: got %s until %v, want %s extended past %v", again.ID, again.ExpiresAt, s.ID, first)

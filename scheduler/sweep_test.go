@@ -86,7 +86,7 @@ func TestSweepRepairsLostWork(t *testing.T) {
 			if lost == 0 {
 				t.Fatal("no task to lose; the test proves nothing")
 			}
-			e.clock.Add(later)
+			e.clock.Advance(later)
 			ran.waitSources(t, s.ID, "sweep/"+string(tt.kind))
 			tt.check(t, e, n.svc, s.ID)
 		})

@@ -77,7 +77,7 @@ func TestPurgeRemovesEveryKeyOfDeletedSession(t *testing.T) {
 	if len(e.keysOf(s.ID)) == 0 {
 		t.Fatal("nothing of the session in Redis before the purge; the test proves nothing")
 	}
-	e.clock.Add(purgeAfter)
+	e.clock.Advance(purgeAfter)
 	purged.wait(t, 1, "the purge task")
 	var left []string
 	waitFor(t, 10*time.Second, "no key naming the session", func() bool {
@@ -104,7 +104,7 @@ func TestRetentionRedactsAndEverySessionKeyHasTTL(t *testing.T) {
 	}
 	e.assertSessionKeysExpire(s.ID, []string{":session", ":pii"})
 
-	e.clock.Add(retention)
+	e.clock.Advance(retention)
 	ran.waitSources(t, s.ID, "task/redact")
 	got, err := n.svc.Get(ctx, s.ID)
 	if err != nil {
@@ -199,7 +199,7 @@ func TestShutdownHonoursDeadline(t *testing.T) {
 	n.sched.Drive(blockingService{block})
 	e.start(n)
 	create(t, n.svc, "ref-stuck", false)
-	e.clock.Add(time.Minute)
+	e.clock.Advance(time.Minute)
 	waitFor(t, 5*time.Second, "the poller to be stuck in Run", func() bool { return len(n.sched.pollPool.sem) > 0 })
 
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
