@@ -63,7 +63,7 @@ func TestOrphanedTaskIsGivenBack(t *testing.T) {
 	// What Asynq's dequeue does, for a worker that then died 12 s ago
 	// (its lease, 30 s from its last extension, has 18 s left).
 	q := e.d.cfg.Queue
-	if err := e.rdb.RPopLPush(e.ctx, asynqPendingKey(q), asynqActiveKey(q)).Err(); err != nil {
+	if err := e.rdb.LMove(e.ctx, asynqPendingKey(q), asynqActiveKey(q), "RIGHT", "LEFT").Err(); err != nil {
 		t.Fatal(err)
 	}
 	e.rdb.ZAdd(e.ctx, asynqLeaseKey(q), redis.Z{Score: float64(time.Now().Add(18 * time.Second).Unix()), Member: did})

@@ -18,9 +18,6 @@ import (
 // asynqLeaseDuration is Asynq's lease length (internal/rdb.LeaseDuration).
 const asynqLeaseDuration = 30 * time.Second
 
-// orphanSweepEvery is how often each replica sweeps the leases.
-const orphanSweepEvery = time.Second
-
 // orphanBatch bounds the tasks one sweep call looks at.
 const orphanBatch = 1000
 

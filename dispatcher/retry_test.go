@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/netip"
 	"testing"
 	"time"
 
@@ -208,7 +207,8 @@ func TestBreaker(t *testing.T) {
 func TestLimiterBusyDelay(t *testing.T) {
 	now := time.Now()
 	l := newLimiter(2)
-	if !l.tryAcquire(now) || !l.tryAcquire(now) || l.tryAcquire(now) {
+	a, b, c := l.tryAcquire(now), l.tryAcquire(now), l.tryAcquire(now)
+	if !a || !b || c {
 		t.Fatal("limiter of 2 did not hold exactly 2")
 	}
 	l.release(now, 100*time.Millisecond)
@@ -238,48 +238,6 @@ func TestLimiterBusyDelay(t *testing.T) {
 	l.release(now, 0)
 	if !l.tryAcquire(now) {
 		t.Error("slot not freed")
-	}
-}
-
-func TestEgressGuard(t *testing.T) {
-	g := egressGuard{allow: []netip.Prefix{netip.MustParsePrefix("10.1.0.0/16"), netip.MustParsePrefix("::1/128")}}
-	tests := []struct {
-		addr    string
-		refused bool
-	}{
-		{"93.184.216.34", false},
-		{"2606:2800:220:1:248:1893:25c8:1946", false},
-		{"127.0.0.1", true},
-		{"127.9.9.9", true},
-		{"::1", false}, // allowed
-		{"::ffff:127.0.0.1", true},
-		{"10.0.0.1", true},
-		{"10.1.2.3", false}, // allowed
-		{"::ffff:10.1.2.3", false},
-		{"172.16.0.1", true},
-		{"192.168.1.1", true},
-		{"169.254.169.254", true}, // cloud metadata
-		{"fe80::1", true},
-		{"fc00::1", true},
-		{"fd12:3456::1", true},
-		{"0.0.0.0", true},
-		{"::", true},
-		{"224.0.0.1", true},
-		{"ff02::1", true},
-		{"100.64.0.1", true},
-		{"255.255.255.255", true},
-		{"64:ff9b::7f00:1", true}, // NAT64 of 127.0.0.1
-		{"2002:7f00:1::", true},   // 6to4 of 127.0.0.1
-		{"198.18.0.1", true},
-	}
-	for _, tt := range tests {
-		err := g.control(context.Background(), "tcp", netip.AddrPortFrom(netip.MustParseAddr(tt.addr), 443).String(), nil)
-		if (err != nil) != tt.refused {
-			t.Errorf("%s: control = %v, want refused %v", tt.addr, err, tt.refused)
-		}
-		if err != nil && !errors.Is(err, ErrBlockedAddress) {
-			t.Errorf("%s: error %v does not wrap ErrBlockedAddress", tt.addr, err)
-		}
 	}
 }
 
