@@ -13,18 +13,23 @@ run: build
 	SESSIOND_API_SECRET=$${SESSIOND_API_SECRET:-demo-secret-change-me} \
 	./$(BIN) $(if $(CONFIG),--config $(CONFIG))
 
+## build: bin/sessiond and bin/sessionctl (the command-line client)
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN) ./cmd/sessiond
+	CGO_ENABLED=0 $(GO) build -trimpath -o bin/sessionctl ./cmd/sessionctl
 
-## test: vet, formatting and the whole suite with the race detector
-test:
-	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || { gofmt -l .; echo "gofmt needed"; exit 1; }
-	$(GO) vet $(PKGS)
+## test: the lint checks, then the whole suite with the race detector
+test: lint
 	SESSIOND_REQUIRE_REDIS=1 $(GO) test -race -count=1 -timeout 15m $(PKGS)
 
+## lint: gofmt, go vet, go mod tidy (go.mod and go.sum must not change)
+## and staticcheck (fetched by the go command at a fixed version)
+STATICCHECK ?= $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
 lint:
-	gofmt -l . | (! grep .)
+	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || { gofmt -l .; echo "gofmt needed"; exit 1; }
 	$(GO) vet $(PKGS)
+	$(GO) mod tidy -diff
+	$(STATICCHECK) $(PKGS)
 
 ## fuzz: run every fuzz target for FUZZTIME each
 FUZZTIME ?= 20s

@@ -11,18 +11,14 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/sessiond/sessiond/dispatcher"
-	"github.com/sessiond/sessiond/lifecycle"
 )
 
-// Wiring a dispatcher: endpoints with filters and a secret rotation, the
-// delivery routes on the admin API, and a shutdown that lets deliveries in
+// Wiring a dispatcher: endpoints with filters and a secret rotation, and a
+// shutdown that lets deliveries in
 // flight finish within its deadline. (Compiled, not run: it needs Redis.)
 func Example() {
 	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:6379", PoolSize: 200})
 	defer rdb.Close()
-	svc := lifecycle.New(rdb, lifecycle.Config{})
-	api := lifecycle.NewAPI(svc, lifecycle.APIConfig{Clients: map[string]string{"platform": "platform-secret-0123456789"}})
-
 	d, err := dispatcher.New(rdb, dispatcher.Config{
 		Endpoints: []dispatcher.Endpoint{
 			{ID: "default", URL: "https://hooks.example.com/idv", Secrets: []string{
@@ -38,8 +34,6 @@ func Example() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	d.RegisterRoutes(api, svc) // GET /v1/sessions/{id}/deliveries, POST /v1/deliveries/{id}/replay
-
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
 	defer stop()
 	if err := d.Start(ctx); err != nil {

@@ -5,8 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"regexp"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -122,7 +122,20 @@ type Feed struct {
 	NextCursor string      `json:"next_cursor"`
 }
 
-var cursorRE = regexp.MustCompile(`^[0-9]{1,20}(-[0-9]{1,20})?$`)
+// validCursor reports whether after is a stream id Redis accepts: one or
+// two unsigned 64-bit decimal numbers, joined by "-".
+func validCursor(after string) bool {
+	ms, seq, two := strings.Cut(after, "-")
+	if _, err := strconv.ParseUint(ms, 10, 64); err != nil {
+		return false
+	}
+	if two {
+		if _, err := strconv.ParseUint(seq, 10, 64); err != nil {
+			return false
+		}
+	}
+	return true
+}
 
 // Events lists up to limit events (100 when limit <= 0) after the cursor
 // (exclusive; "" starts from the oldest kept), oldest first. NextCursor is
@@ -133,7 +146,7 @@ func (s *Service) Events(ctx context.Context, after string, limit int) (*Feed, e
 	}
 	start := "-"
 	if after != "" {
-		if !cursorRE.MatchString(after) {
+		if !validCursor(after) {
 			return nil, invalid("cursor", "must be an event cursor from a previous page")
 		}
 		start = "(" + after

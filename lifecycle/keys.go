@@ -19,8 +19,6 @@ import (
 //	sessiond:due:redact          zset    terminal sessions, score redaction time (ms)
 //	sessiond:due:purge           zset    every session, score when its data goes (ms)
 //	sessiond:outbox              stream  events, in commit order
-//	sessiond:idem:<key>:<idem>   string  first response to an Idempotency-Key
-//	sessiond:ratelimit:<name>:<key> zset  sliding-window request log
 const keyPrefix = "sessiond:"
 
 func sessionKey(id string) string { return keyPrefix + "{" + id + "}:session" }
@@ -41,12 +39,8 @@ const (
 	PurgeDueKey  = keyPrefix + "due:purge"
 )
 
-func refIndexKey(refID string) string   { return keyPrefix + "idx:ref:" + refID }
-func statusIndexKey(s Status) string    { return keyPrefix + "idx:status:" + string(s) }
-func idemKey(client, key string) string { return keyPrefix + "idem:" + client + ":" + key }
-func rateKey(name, client string) string {
-	return keyPrefix + "ratelimit:" + name + ":" + client
-}
+func refIndexKey(refID string) string { return keyPrefix + "idx:ref:" + refID }
+func statusIndexKey(s Status) string  { return keyPrefix + "idx:status:" + string(s) }
 
 // indexMember is a session's member in the list indexes. Every member has
 // score 0 and sorts by created time then id, so a lexicographic range is a

@@ -298,6 +298,42 @@ func (s *Service) Get(ctx context.Context, id string) (*Session, error) {
 
 func noop(*record, time.Time) ([]string, error) { return nil, errNoop }
 
+// Introspect returns the active session a live token belongs to and when
+// the token stops working. A token lives TokenTTL on the injected clock, and
+// only while it is its session's current one and the session is active;
+// any other token is ErrNotFound.
+func (s *Service) Introspect(ctx context.Context, token string) (*Session, Time, error) {
+	sess, err := s.SessionForToken(ctx, token)
+	if err != nil {
+		return nil, Time{}, err
+	}
+	snap, err := s.load(ctx, s.rdb, sess.ID)
+	if err != nil {
+		return nil, Time{}, err
+	}
+	if snap.rec.TokenExpiresAt == nil || snap.tokenHash != hashToken(token) {
+		return nil, Time{}, ErrNotFound
+	}
+	return sess, *snap.rec.TokenExpiresAt, nil
+}
+
+// Erased reports whether session id's personal data is gone: it was
+// redacted, deleted or purged.
+func (s *Service) Erased(ctx context.Context, id string) (bool, error) {
+	raw, err := s.rdb.Get(ctx, sessionKey(id)).Result()
+	if errors.Is(err, redis.Nil) {
+		return true, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("read session: %w", err)
+	}
+	rec, err := decodeRecord(raw)
+	if err != nil {
+		return false, err
+	}
+	return rec.RedactedAt != nil || rec.DeletedAt != nil, nil
+}
+
 // SessionForToken returns the active session a live token belongs to. A
 // token lives TokenTTL on the injected clock, and only while it is its
 // session's current one and the session is active.
@@ -569,8 +605,10 @@ func checkName(field, v string, required bool) error {
 		return invalid(field, "must be valid UTF-8 of at most 255 bytes")
 	}
 	for _, r := range v {
-		if unicode.IsControl(r) {
-			return invalid(field, "must not contain control characters")
+		// Control (Cc) and format (Cf) characters: bidi overrides and
+		// zero-width characters make a value look like another.
+		if unicode.In(r, unicode.Cc, unicode.Cf) {
+			return invalid(field, "must not contain control or format characters")
 		}
 	}
 	return nil

@@ -1,8 +1,10 @@
 // Package signing signs and verifies sessiond's HMAC and ed25519 signatures:
 // Standard Webhooks headers (webhook-id, webhook-timestamp, webhook-signature
-// with v1 and v1a entries) on outgoing webhooks, and the Veriff-style
-// X-HMAC-SIGNATURE (lowercase hex HMAC-SHA256) used by the admin API and
-// echoed on webhooks.
+// with v1 and v1a entries) on outgoing webhooks; the admin API's request
+// signatures (scheme v2, request.go: method, request target, body hash,
+// timestamp and nonce under HMAC-SHA256); and the Veriff-style
+// X-HMAC-SIGNATURE (lowercase hex HMAC-SHA256 of the body) of the legacy
+// admin scheme, also echoed on webhooks.
 //
 // Invariants:
 //   - Standard library only.

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"time"
 
 	"github.com/sessiond/sessiond/signing"
@@ -117,4 +118,14 @@ func ExampleSigner_SetHeaders() {
 	// webhook-signature: v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=
 	// X-AUTH-CLIENT: api-key-1
 	// X-HMAC-SIGNATURE: e2cb4f5251572539d458bfb8a7adb533b08801e6a794467e06f771debbb0818b
+}
+
+// A client of the admin API signs each request with scheme v2: the method,
+// the request target, the body's hash, the time and a fresh nonce.
+func ExampleSetRequestHeaders() {
+	body := []byte(`{"ref_id":"user-42"}`)
+	req, _ := http.NewRequest(http.MethodPost, "http://127.0.0.1:8080/v1/sessions", bytes.NewReader(body))
+	signing.SetRequestHeaders(req.Header, "demo", []byte("demo-secret-change-me"), req.Method, req.URL.RequestURI(), body, time.Now())
+	fmt.Println(req.Header.Get("X-AUTH-CLIENT"), strings.HasPrefix(req.Header.Get("X-HMAC-SIGNATURE"), "v2="))
+	// Output: demo true
 }

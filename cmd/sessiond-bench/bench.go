@@ -284,7 +284,7 @@ func (b *bench) memory(ctx context.Context) int64 {
 // create makes one session; ref must be new.
 func (b *bench) create(ctx context.Context, base, ref string) (session, error) {
 	body := []byte(`{"ref_id":"` + ref + `","person":{"first_name":"Ada","last_name":"Lovelace","date_of_birth":"1815-12-10"}}`)
-	resp, err := b.api.do(ctx, base, http.MethodPost, "/v1/sessions", "", body, auth{})
+	resp, err := b.api.do(ctx, base, http.MethodPost, "/v1/sessions", body, auth{})
 	if err != nil {
 		return session{}, err
 	}
@@ -298,7 +298,7 @@ func (b *bench) create(ctx context.Context, base, ref string) (session, error) {
 // post sends a signed POST with a JSON body to a session sub-resource and
 // counts the event it produces.
 func (b *bench) post(ctx context.Context, base, id, sub, body string) error {
-	resp, err := b.api.do(ctx, base, http.MethodPost, "/v1/sessions/"+id+"/"+sub, id, []byte(body), auth{})
+	resp, err := b.api.do(ctx, base, http.MethodPost, "/v1/sessions/"+id+"/"+sub, []byte(body), auth{})
 	if err != nil {
 		return err
 	}
@@ -516,7 +516,7 @@ func (b *bench) mainPhases(ctx context.Context) error {
 		b.res.MemDecided = round(b.res.MemCreated+float64(m3-m1)/float64(need), 1)
 		b.res.MemSessions = len(created)
 	}
-	if resp, err := b.api.do(ctx, base, http.MethodGet, "/v1/sessions/"+ids[0], ids[0], nil, auth{}); err == nil && resp.status == http.StatusOK {
+	if resp, err := b.api.do(ctx, base, http.MethodGet, "/v1/sessions/"+ids[0], nil, auth{}); err == nil && resp.status == http.StatusOK {
 		b.sample = resp.body
 	}
 	if n, err := b.countFeed(ctx, base); err == nil {
@@ -551,7 +551,7 @@ func readFeedFrom(ctx context.Context, api *apiClient, base func() string, curso
 		if *cursor != "" {
 			q = "after=" + *cursor + "&limit=1000"
 		}
-		resp, err := api.do(ctx, base(), http.MethodGet, "/v1/events?"+q, "", nil, auth{})
+		resp, err := api.do(ctx, base(), http.MethodGet, "/v1/events?"+q, nil, auth{})
 		if err != nil {
 			return fmt.Errorf("events feed: %w", err)
 		}

@@ -8,16 +8,14 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/sessiond/sessiond/signing"
 )
 
 // apiClient calls the admin API of one or more replicas, signing every
-// request the way DESIGN.md says: X-AUTH-CLIENT is the key, X-HMAC-SIGNATURE
-// the lowercase hex HMAC-SHA256 of the raw body, else of the {id} path
-// value, else of the raw query string.
+// request with scheme v2 (DESIGN.md): the method, the request target, the
+// body's hash, the time and a fresh nonce.
 type apiClient struct {
 	key, secret string
 	hc          *http.Client
@@ -43,18 +41,21 @@ type response struct {
 // auth says how a request is authenticated; the zero value signs it
 // correctly.
 type auth struct {
-	key     string // X-AUTH-CLIENT; "" means the client's key
-	sig     string // X-HMAC-SIGNATURE; "" means the correct one
-	noSig   bool   // send no X-HMAC-SIGNATURE
-	noKey   bool   // send no X-AUTH-CLIENT
-	signMsg string // what to sign instead of the contract's message (with sig == "")
-	secret  string // sign with this secret instead of the client's
-	idem    string // Idempotency-Key
+	key        string // X-AUTH-CLIENT; "" means the client's key
+	sig        string // X-HMAC-SIGNATURE; "" means the correct one
+	noSig      bool   // send no X-HMAC-SIGNATURE
+	noKey      bool   // send no X-AUTH-CLIENT
+	secret     string // sign with this secret instead of the client's
+	signTarget string // sign this request target instead of the one sent
+	signBody   string // sign this body instead of the one sent
+	nonce      string // X-NONCE; "" means a fresh one
+	age        time.Duration
+	idem       string // Idempotency-Key
 }
 
 // do sends one request to base (http://host:port). path may carry a raw
-// query. id is the {id} path value, if any, for the signature.
-func (c *apiClient) do(ctx context.Context, base, method, path, id string, body []byte, a auth) (response, error) {
+// query.
+func (c *apiClient) do(ctx context.Context, base, method, path string, body []byte, a auth) (response, error) {
 	var rd io.Reader
 	if body != nil {
 		rd = bytes.NewReader(body)
@@ -63,25 +64,33 @@ func (c *apiClient) do(ctx context.Context, base, method, path, id string, body 
 	if err != nil {
 		return response{}, err
 	}
-	msg := signedMessage(path, id, body)
-	if a.signMsg != "" {
-		msg = a.signMsg
+	secret, target, signed := c.secret, req.URL.RequestURI(), body
+	if a.secret != "" {
+		secret = a.secret
+	}
+	if a.signTarget != "" {
+		target = a.signTarget
+	}
+	if a.signBody != "" {
+		signed = []byte(a.signBody)
+	}
+	signing.SetRequestHeaders(req.Header, c.key, []byte(secret), method, target, signed, time.Now().Add(-a.age))
+	if a.nonce != "" {
+		ts, _ := signing.ParseRequestTimestamp(req.Header.Get(signing.HeaderRequestTimestamp))
+		req.Header.Set(signing.HeaderNonce, a.nonce)
+		req.Header.Set(signing.HeaderHMACSignature, signing.SignRequest([]byte(secret), method, target, signed, ts, a.nonce))
 	}
 	switch {
 	case a.noKey:
+		req.Header.Del(signing.HeaderAuthClient)
 	case a.key != "":
-		req.Header.Set("X-AUTH-CLIENT", a.key)
-	default:
-		req.Header.Set("X-AUTH-CLIENT", c.key)
+		req.Header.Set(signing.HeaderAuthClient, a.key)
 	}
 	switch {
 	case a.noSig:
+		req.Header.Del(signing.HeaderHMACSignature)
 	case a.sig != "":
-		req.Header.Set("X-HMAC-SIGNATURE", a.sig)
-	case a.secret != "":
-		req.Header.Set("X-HMAC-SIGNATURE", signing.HexHMAC([]byte(a.secret), []byte(msg)))
-	default:
-		req.Header.Set("X-HMAC-SIGNATURE", signing.HexHMAC([]byte(c.secret), []byte(msg)))
+		req.Header.Set(signing.HeaderHMACSignature, a.sig)
 	}
 	if a.idem != "" {
 		req.Header.Set("Idempotency-Key", a.idem)
@@ -99,21 +108,6 @@ func (c *apiClient) do(ctx context.Context, base, method, path, id string, body 
 		return response{}, err
 	}
 	return response{status: resp.StatusCode, body: b}, nil
-}
-
-// signedMessage is what X-HMAC-SIGNATURE covers: the body when there is
-// one, else the {id} path value, else the raw query string.
-func signedMessage(path, id string, body []byte) string {
-	if len(body) > 0 {
-		return string(body)
-	}
-	if id != "" {
-		return id
-	}
-	if _, q, ok := strings.Cut(path, "?"); ok {
-		return q
-	}
-	return ""
 }
 
 // session is the part of a session object the tools read.

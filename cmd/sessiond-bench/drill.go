@@ -382,7 +382,7 @@ func (d *drill) reliable(ctx context.Context, method, path, id string, body []by
 	var first time.Time
 	slow := false
 	for attempt := 0; ; attempt++ {
-		resp, err := d.api.do(ctx, d.base(), method, path, id, body, auth{idem: idem})
+		resp, err := d.api.do(ctx, d.base(), method, path, body, auth{idem: idem})
 		if err == nil && resp.status < 500 && resp.status != http.StatusTooManyRequests {
 			d.requestsOK.Add(1)
 			return resp, nil
@@ -589,31 +589,39 @@ func (d *drill) badRequest(ctx context.Context, id, ref string) {
 	type bad struct {
 		kind, method, path, body string
 		a                        auth
+		replay                   bool // send it once first: the counted one is a replay
 	}
 	p := "/v1/sessions/" + id
 	kinds := []bad{
-		{"unsigned", http.MethodPost, p + "/cancel", "", auth{noSig: true}},
-		{"no key", http.MethodPost, p + "/cancel", "", auth{noKey: true}},
-		{"unknown key", http.MethodPost, p + "/cancel", "", auth{key: "intruder-" + d.runID}},
-		{"wrong signature", http.MethodPost, p + "/cancel", "", auth{signMsg: "00000000-0000-4000-8000-000000000000"}},
-		{"wrong secret", http.MethodPost, p + "/decision", `{"status":"approved"}`, auth{secret: "not-the-secret-" + d.runID}},
-		{"tampered body", http.MethodPost, p + "/decision", `{"status":"approved"}`, auth{signMsg: `{"status":"declined"}`}},
-		{"garbage signature", http.MethodPost, p + "/expire", "", auth{sig: strings.Repeat("zz", 32)}},
-		{"unsigned read", http.MethodGet, p, "", auth{signMsg: "-"}},
-		{"malformed JSON", http.MethodPost, p + "/decision", `{"status":`, auth{}},
-		{"bad status value", http.MethodPost, p + "/status", `{"status":"approved"}`, auth{}},
-		{"unknown field", http.MethodPost, "/v1/sessions", `{"ref_id":"` + ref + `-x","hacker":true}`, auth{}},
+		{"unsigned", http.MethodPost, p + "/cancel", "", auth{noSig: true}, false},
+		{"no key", http.MethodPost, p + "/cancel", "", auth{noKey: true}, false},
+		{"unknown key", http.MethodPost, p + "/cancel", "", auth{key: "intruder-" + d.runID}, false},
+		{"moved signature", http.MethodPost, p + "/cancel", "", auth{signTarget: "/v1/sessions/00000000-0000-4000-8000-000000000000/cancel"}, false},
+		{"moved to another route", http.MethodPost, p + "/expire", "", auth{signTarget: p + "/cancel"}, false},
+		{"wrong secret", http.MethodPost, p + "/decision", `{"status":"approved"}`, auth{secret: "not-the-secret-" + d.runID}, false},
+		{"tampered body", http.MethodPost, p + "/decision", `{"status":"approved"}`, auth{signBody: `{"status":"declined"}`}, false},
+		{"stale timestamp", http.MethodPost, p + "/cancel", "", auth{age: 400 * time.Second}, false},
+		{"garbage signature", http.MethodPost, p + "/expire", "", auth{sig: strings.Repeat("zz", 32)}, false},
+		{"unsigned read", http.MethodGet, p, "", auth{noSig: true}, false},
+		{"replayed read", http.MethodGet, p, "", auth{nonce: "drill-" + randomHex(12)}, true},
+		{"replayed decision", http.MethodPost, p + "/decision", `{"status":"declined"}`, auth{nonce: "drill-" + randomHex(12)}, true},
+		{"malformed JSON", http.MethodPost, p + "/decision", `{"status":`, auth{}, false},
+		{"bad status value", http.MethodPost, p + "/status", `{"status":"approved"}`, auth{}, false},
+		{"unknown field", http.MethodPost, "/v1/sessions", `{"ref_id":"` + ref + `-x","hacker":true}`, auth{}, false},
 	}
 	b := kinds[rand.N(len(kinds))]
 	var body []byte
 	if b.body != "" {
 		body = []byte(b.body)
 	}
-	idArg := id
-	if b.path == "/v1/sessions" {
-		idArg = ""
+	if b.replay {
+		// The original: a decision is refused by the state machine (the
+		// session is in created), so only the replay is counted.
+		if _, err := d.api.do(ctx, d.base(), b.method, b.path, body, b.a); err != nil {
+			return
+		}
 	}
-	resp, err := d.api.do(ctx, d.base(), b.method, b.path, idArg, body, b.a)
+	resp, err := d.api.do(ctx, d.base(), b.method, b.path, body, b.a)
 	if err != nil {
 		return // the replica is down: nothing was sent that counts
 	}
@@ -832,7 +840,7 @@ func (d *drill) lostEvidence(ctx context.Context, feed map[string]feedEvent) {
 		d.note("deliveries of session %s (lost %s %s): %d %.1500s", e.session, id, e.typ, resp.status, resp.body)
 	}
 	for _, r := range d.replicas {
-		resp, err := d.api.do(ctx, "http://"+r.addr, http.MethodGet, "/metrics", "", nil, auth{})
+		resp, err := d.api.do(ctx, "http://"+r.addr, http.MethodGet, "/metrics", nil, auth{})
 		if err != nil {
 			continue
 		}

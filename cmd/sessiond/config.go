@@ -47,9 +47,13 @@ type Config struct {
 }
 
 // Client is one API client of the admin API: X-AUTH-CLIENT carries Key,
-// X-HMAC-SIGNATURE is keyed with Secret.
+// X-HMAC-SIGNATURE is keyed with any of Secrets (several during a
+// rotation). Signature is the signing scheme: "v2" (the default) or
+// "legacy" (Veriff's: replayable, for integrations moving from it).
 type Client struct {
-	Key, Secret string
+	Key       string
+	Secrets   []string
+	Signature string
 }
 
 // RateWindow allows at most Limit operations per sliding Window.
@@ -120,8 +124,9 @@ type fileConfig struct {
 }
 
 type fileClient struct {
-	Key    string `yaml:"key"`
-	Secret string `yaml:"secret"`
+	Key       string    `yaml:"key"`
+	Secret    commaList `yaml:"secret"`
+	Signature string    `yaml:"signature"`
 }
 
 type fileWebhook struct {
@@ -365,14 +370,15 @@ func (l *loader) allowNetworks(fileVal string) []netip.Prefix {
 // clients returns the file's clients with SESSIOND_API_KEY/SESSIOND_API_SECRET
 // replacing the secret of the client with that key, or added as a new one.
 func (l *loader) clients(fileClients []fileClient) []Client {
-	type src struct{ key, secret string }
+	type src struct{ key, secret, signature string }
 	var (
 		cs   []Client
 		srcs []src
 	)
 	for i, fc := range fileClients {
-		cs = append(cs, Client{Key: fc.Key, Secret: fc.Secret})
-		srcs = append(srcs, src{fmt.Sprintf("clients[%d].key", i), fmt.Sprintf("clients[%d].secret", i)})
+		cs = append(cs, Client{Key: fc.Key, Secrets: splitList(string(fc.Secret)), Signature: fc.Signature})
+		p := fmt.Sprintf("clients[%d].", i)
+		srcs = append(srcs, src{p + "key", p + "secret", p + "signature"})
 	}
 	envKey, envSecret := l.getenv("SESSIOND_API_KEY"), l.getenv("SESSIOND_API_SECRET")
 	switch {
@@ -385,8 +391,11 @@ func (l *loader) clients(fileClients []fileClient) []Client {
 			cs = append(cs, Client{Key: envKey})
 			srcs = append(srcs, src{key: "SESSIOND_API_KEY"})
 		}
-		cs[i].Secret = envSecret
+		cs[i].Secrets = splitList(envSecret)
 		srcs[i].secret = "SESSIOND_API_SECRET"
+		if sig := l.getenv("SESSIOND_API_SIGNATURE"); sig != "" {
+			cs[i].Signature, srcs[i].signature = sig, "SESSIOND_API_SIGNATURE"
+		}
 	case envKey != "":
 		l.failf("SESSIOND_API_SECRET", "must be set when SESSIOND_API_KEY is set")
 	case envSecret != "":
@@ -404,8 +413,24 @@ func (l *loader) clients(fileClients []fileClient) []Client {
 		} else {
 			seen[c.Key] = srcs[i].key
 		}
-		if err := checkClientSecret(c.Secret); err != nil {
-			l.failf(srcs[i].secret, "%v", err)
+		if len(c.Secrets) == 0 {
+			l.failf(srcs[i].secret, "at least one secret is required")
+		}
+		for j, secret := range c.Secrets {
+			name := srcs[i].secret
+			if len(c.Secrets) > 1 {
+				name = fmt.Sprintf("%s[%d]", name, j)
+			}
+			if err := checkClientSecret(secret); err != nil {
+				l.failf(name, "%v", err)
+			}
+		}
+		switch cs[i].Signature {
+		case "":
+			cs[i].Signature = "v2"
+		case "v2", "legacy":
+		default:
+			l.failf(srcs[i].signature, "unknown signature scheme %q: want v2 or legacy", c.Signature)
 		}
 	}
 	return cs
@@ -734,7 +759,7 @@ func (c Config) GoString() string { return c.String() }
 
 // LogValue implements slog.LogValuer: the key, never the secret.
 func (c Client) LogValue() slog.Value {
-	return slog.GroupValue(slog.String("key", c.Key), slog.String("secret", redacted(c.Secret)))
+	return slog.GroupValue(slog.String("key", c.Key), slog.Int("secrets", len(c.Secrets)), slog.String("signature", c.Signature))
 }
 
 // String implements fmt.Stringer without the secret.
@@ -808,12 +833,4 @@ func redactURL(raw string) string {
 		return "[invalid]"
 	}
 	return u.Redacted()
-}
-
-// redacted stands in for a secret in output.
-func redacted(secret string) string {
-	if secret == "" {
-		return ""
-	}
-	return "[redacted]"
 }

@@ -109,7 +109,7 @@ func TestLoadConfigDefaults(t *testing.T) {
 			if err != nil {
 				t.Fatalf("LoadConfig: %v", err)
 			}
-			want := defaultConfig(Client{"key1", apiSecret})
+			want := defaultConfig(Client{Key: "key1", Secrets: []string{apiSecret}, Signature: "v2"})
 			if !reflect.DeepEqual(got, want) {
 				t.Errorf("got  %v\nwant %v", got, want)
 			}
@@ -156,7 +156,7 @@ webhook:
 	if err != nil {
 		t.Fatalf("LoadConfig: %v", err)
 	}
-	want := defaultConfig(Client{"key1", apiSecret}, Client{"key2", apiSecret2})
+	want := defaultConfig(Client{Key: "key1", Secrets: []string{apiSecret}, Signature: "v2"}, Client{Key: "key2", Secrets: []string{apiSecret2}, Signature: "v2"})
 	want.RedisURL = "redis://file:6379/0"
 	want.AdminAddr = ":9000"
 	want.LogLevel = "warn"
@@ -177,7 +177,7 @@ webhook:
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("got  %v\nwant %v", got, want)
 	}
-	if got.Clients[0].Secret != apiSecret {
+	if len(got.Clients[0].Secrets) != 1 || got.Clients[0].Secrets[0] != apiSecret {
 		t.Errorf("client key1 secret not overridden by SESSIOND_API_SECRET")
 	}
 }
@@ -193,7 +193,7 @@ webhook:
 	if err != nil {
 		t.Fatalf("LoadConfig: %v", err)
 	}
-	if want := []Client{{"only", apiSecret2}}; !reflect.DeepEqual(got.Clients, want) {
+	if want := []Client{{Key: "only", Secrets: []string{apiSecret2}, Signature: "v2"}}; !reflect.DeepEqual(got.Clients, want) {
 		t.Errorf("Clients = %v, want %v", got.Clients, want)
 	}
 	if want := []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}; !reflect.DeepEqual(got.Webhook.AllowNetworks, want) {
@@ -291,8 +291,14 @@ func TestLoadConfigErrors(t *testing.T) {
 			[]string{`config: SESSIOND_API_KEY: must be set when SESSIOND_API_SECRET is set`}},
 		{"api secret short", "", fakeEnv("SESSIOND_API_KEY", "k", "SESSIOND_API_SECRET", "ui-password-s3c"),
 			[]string{`config: SESSIOND_API_SECRET: must be at least 16 characters`}},
-		{"api secret white space", "", fakeEnv("SESSIOND_API_KEY", "k", "SESSIOND_API_SECRET", apiSecret+"\n"),
-			[]string{`config: SESSIOND_API_SECRET: must not begin or end with white space`}},
+		{"api secrets, one short", "", fakeEnv("SESSIOND_API_KEY", "k", "SESSIOND_API_SECRET", apiSecret+",short"),
+			[]string{`config: SESSIOND_API_SECRET[1]: must be at least 16 characters`}},
+		{"api secrets, one empty", "", fakeEnv("SESSIOND_API_KEY", "k", "SESSIOND_API_SECRET", apiSecret+","),
+			[]string{`config: SESSIOND_API_SECRET[1]: must be at least 16 characters`}},
+		{"api signature", "", withAPI("SESSIOND_API_SIGNATURE", "v3"),
+			[]string{`config: SESSIOND_API_SIGNATURE: unknown signature scheme "v3": want v2 or legacy`}},
+		{"file client signature", "clients:\n  - {key: a, secret: " + apiSecret + ", signature: hmac}\n", fakeEnv(),
+			[]string{`config: clients[0].signature: unknown signature scheme "hmac": want v2 or legacy`}},
 		{"file client", "clients:\n  - {key: a, secret: " + apiSecret + "}\n  - {key: 'b c', secret: short}\n  - {key: a, secret: " + apiSecret2 + "}\n", fakeEnv(),
 			[]string{
 				`config: clients[1].key: must be 1 to 256 visible ASCII characters`,
@@ -580,7 +586,32 @@ func TestExampleConfig(t *testing.T) {
 		}
 	}
 	got.Webhook.Endpoints = nil
-	if want := defaultConfig(Client{"key1", apiSecret}); !reflect.DeepEqual(got, want) {
+	if want := defaultConfig(Client{Key: "key1", Secrets: []string{apiSecret}, Signature: "v2"}); !reflect.DeepEqual(got, want) {
 		t.Errorf("example config values differ from the defaults:\ngot  %v\nwant %v", got, want)
 	}
+}
+
+// TestLoadConfigClientRotationAndLegacy: a client may list several secrets
+// (a rotation) and sign with the legacy scheme, from the file or the
+// environment.
+func TestLoadConfigClientRotationAndLegacy(t *testing.T) {
+	t.Parallel()
+	path := writeFile(t, `
+clients:
+  - {key: backoffice, secret: [`+apiSecret+`, `+apiSecret2+`]}
+  - {key: veriff, secret: `+apiSecret+`, signature: legacy}
+`)
+	got, err := LoadConfig(path, fakeEnv("SESSIOND_API_KEY", "env", "SESSIOND_API_SECRET", apiSecret2+", "+apiSecret, "SESSIOND_API_SIGNATURE", "legacy"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Client{
+		{Key: "backoffice", Secrets: []string{apiSecret, apiSecret2}, Signature: "v2"},
+		{Key: "veriff", Secrets: []string{apiSecret}, Signature: "legacy"},
+		{Key: "env", Secrets: []string{apiSecret2, apiSecret}, Signature: "legacy"},
+	}
+	if !reflect.DeepEqual(got.Clients, want) {
+		t.Errorf("clients = %v, want %v", got.Clients, want)
+	}
+	assertNoSecrets(t, "String", got.String())
 }

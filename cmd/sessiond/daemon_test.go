@@ -4,14 +4,10 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
-	"net/url"
 	"regexp"
 	"strconv"
 	"strings"
@@ -20,6 +16,7 @@ import (
 	"time"
 
 	"github.com/sessiond/sessiond/internal/redistest"
+	"github.com/sessiond/sessiond/signing"
 )
 
 // Test credentials of the daemons the tests start.
@@ -102,9 +99,9 @@ func (d *testDaemon) runErr() error {
 	}
 }
 
-// call makes a signed /v1 request. The signature covers body, else id,
-// else the raw query of path.
-func (d *testDaemon) call(method, path, id string, body any) (int, []byte) {
+// call makes a /v1 request signed with scheme v2 (the id argument is
+// unused: the signature covers the whole request).
+func (d *testDaemon) call(method, path, _ string, body any) (int, []byte) {
 	d.t.Helper()
 	var raw []byte
 	if body != nil {
@@ -113,25 +110,20 @@ func (d *testDaemon) call(method, path, id string, body any) (int, []byte) {
 			d.t.Fatal(err)
 		}
 	}
-	msg := raw
-	if len(msg) == 0 {
-		msg = []byte(id)
-		if id == "" {
-			if u, err := url.Parse(path); err == nil {
-				msg = []byte(u.RawQuery)
-			}
-		}
-	}
 	req, err := http.NewRequest(method, d.URL+path, bytes.NewReader(raw))
 	if err != nil {
 		d.t.Fatal(err)
 	}
-	req.Header.Set("X-AUTH-CLIENT", testAPIKey)
-	req.Header.Set("X-HMAC-SIGNATURE", sign(testAPISecret, msg))
+	signRequest(req, testAPIKey, testAPISecret, raw)
 	if len(raw) > 0 {
 		req.Header.Set("Content-Type", "application/json")
 	}
 	return d.do(req)
+}
+
+// signRequest signs req (whose body is body) with scheme v2.
+func signRequest(req *http.Request, key, secret string, body []byte) {
+	signing.SetRequestHeaders(req.Header, key, []byte(secret), req.Method, req.URL.RequestURI(), body, time.Now())
 }
 
 // get makes an unauthenticated GET.
@@ -228,12 +220,6 @@ func parseMetrics(t *testing.T, b []byte) map[string]float64 {
 		out[m[1]] = v
 	}
 	return out
-}
-
-func sign(secret string, msg []byte) string {
-	m := hmac.New(sha256.New, []byte(secret))
-	m.Write(msg)
-	return hex.EncodeToString(m.Sum(nil))
 }
 
 // logSink collects a daemon's output and lets a test wait for a line.

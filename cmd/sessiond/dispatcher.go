@@ -9,14 +9,11 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/sessiond/sessiond/dispatcher"
-	"github.com/sessiond/sessiond/lifecycle"
 )
 
 // dispatcherPart wires the webhook dispatcher into the daemon: endpoints
-// from the environment and the YAML file (endpoint management through the
-// admin API is not offered: the configuration is the registry), the
-// delivery routes on the admin API, and a Redis connection pool of its own
-// sized for its workers.
+// from the environment and the YAML file, and a Redis connection pool of
+// its own sized for its workers.
 type dispatcherPart struct {
 	d   *dispatcher.Dispatcher
 	rdb *redis.Client
@@ -25,7 +22,7 @@ type dispatcherPart struct {
 // dispatcherConcurrency is the number of deliveries in flight per process.
 const dispatcherConcurrency = 100
 
-func newDispatcher(cfg Config, redisURL string, _ redis.UniversalClient, svc *lifecycle.Service, api *lifecycle.API, metrics dispatcher.Metrics, logger *slog.Logger) (*dispatcherPart, error) {
+func newDispatcher(cfg Config, redisURL string, metrics dispatcher.Metrics, logger *slog.Logger) (*dispatcherPart, error) {
 	opts, err := redis.ParseURL(redisURL)
 	if err != nil {
 		return nil, fmt.Errorf("redis url: %w", err)
@@ -59,7 +56,6 @@ func newDispatcher(cfg Config, redisURL string, _ redis.UniversalClient, svc *li
 		_ = rdb.Close()
 		return nil, err
 	}
-	d.RegisterRoutes(api, svc)
 	return &dispatcherPart{d: d, rdb: rdb}, nil
 }
 

@@ -30,6 +30,7 @@ import (
 
 	"github.com/hibiken/asynq"
 
+	"github.com/sessiond/sessiond/internal/daemontest"
 	"github.com/sessiond/sessiond/internal/redistest"
 	"github.com/sessiond/sessiond/lifecycle"
 )
@@ -63,7 +64,7 @@ func TestDispatcherSurvivesCrashes(t *testing.T) {
 	srv := redistest.Start(t, redistest.Options{AppendOnly: true})
 	rdb := srv.Client()
 	ctx := t.Context()
-	bin := buildSessiond(t)
+	bin := daemontest.Build(t)
 	rv := newCrashReceiver(t)
 	port, err := redistest.FreePort()
 	if err != nil {
@@ -348,10 +349,7 @@ type crashDelivery struct {
 func (d *crashDaemon) deliveries(sessionID string) []crashDelivery {
 	d.t.Helper()
 	req, _ := http.NewRequest(http.MethodGet, d.admin+"/v1/sessions/"+sessionID+"/deliveries", nil)
-	m := hmac.New(sha256.New, []byte(crashAPISecret))
-	m.Write([]byte(sessionID))
-	req.Header.Set("X-AUTH-CLIENT", crashAPIKey)
-	req.Header.Set("X-HMAC-SIGNATURE", hex.EncodeToString(m.Sum(nil)))
+	signRequest(req, crashAPIKey, crashAPISecret, nil)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		d.t.Fatal(err)

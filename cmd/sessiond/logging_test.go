@@ -61,8 +61,8 @@ func TestLogsHoldNoSecrets(t *testing.T) {
 	// Failures log too: a bad signature, bad JSON with personal data in it,
 	// a wrong UI password, a right one.
 	req, _ := http.NewRequest(http.MethodPost, d.URL+"/v1/sessions", strings.NewReader(`{"ref_id":"x","person":{"first_name":"Hieronymus"},"bogus":1}`))
-	req.Header.Set("X-AUTH-CLIENT", testAPIKey)
-	req.Header.Set("X-HMAC-SIGNATURE", strings.Repeat("0", 64))
+	signRequest(req, testAPIKey, testAPISecret, nil) // signed without its body: refused
+
 	d.do(req)
 	d.call(http.MethodPost, "/v1/sessions", "", map[string]any{"ref_id": "x", "person": map[string]string{"first_name": "Hieronymus"}, "bogus": 1})
 	for _, pass := range []string{uiPassword + "-wrong", uiPassword} {

@@ -171,14 +171,12 @@ func (m *Metrics) SetCircuit(endpoint string, open bool) {
 	m.circuitOpen.WithLabelValues(endpoint).Set(v)
 }
 
-// observeRequest records one admin port request. route is the matched
-// ServeMux pattern, so the label set stays small.
-func (m *Metrics) observeRequest(route string, code int, d time.Duration) {
+// ObserveRequest implements adminapi.Observer: one admin port request.
+// route is the matched ServeMux pattern (or "unmatched"), so the label set
+// stays small.
+func (m *Metrics) ObserveRequest(route string, code int, d time.Duration) {
 	if m == nil {
 		return
-	}
-	if route == "" {
-		route = "unmatched"
 	}
 	m.httpDuration.WithLabelValues(route, strconv.Itoa(code)).Observe(d.Seconds())
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/redis/go-redis/v9/maintnotifications"
 
+	"github.com/sessiond/sessiond/adminapi"
 	"github.com/sessiond/sessiond/lifecycle"
 )
 
@@ -93,12 +94,20 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		Observer:        metrics,
 		Logger:          logger,
 	})
-	api := lifecycle.NewAPI(svc, lifecycle.APIConfig{
-		Clients:     clientSecrets(cfg.Clients),
+	disp, err := newDispatcher(cfg, redisURL, metrics, logger)
+	if err != nil {
+		return err
+	}
+	var draining atomic.Bool
+	api, err := adminapi.New(adminapi.Config{
+		Clients:     apiClients(cfg.Clients),
 		DeleteLimit: rateWindows(cfg.DeleteLimit),
+		Ready:       ready(rdb, &draining),
+		Metrics:     handleMetrics(reg, logger),
+		UI:          ui,
+		Observer:    metrics,
 		Logger:      logger,
-	})
-	disp, err := newDispatcher(cfg, redisURL, rdb, svc, api, metrics, logger)
+	}, svc, disp.d, rdb)
 	if err != nil {
 		return err
 	}
@@ -131,9 +140,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 	}
 
-	var draining atomic.Bool
 	srv := &http.Server{
-		Handler:           routes(logger, metrics, api, ui, handleMetrics(reg, logger), rdb, &draining),
+		Handler:           api,
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      60 * time.Second,
@@ -187,18 +195,31 @@ func newLogger(w io.Writer, level string) *slog.Logger {
 	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: l}))
 }
 
-func clientSecrets(cs []Client) map[string]string {
-	m := make(map[string]string, len(cs))
-	for _, c := range cs {
-		m[c.Key] = c.Secret
+// ready is /readyz's check: not draining, and Redis answers.
+func ready(rdb redis.UniversalClient, draining *atomic.Bool) func(ctx context.Context) error {
+	return func(ctx context.Context) error {
+		if draining.Load() {
+			return errors.New("draining")
+		}
+		if err := rdb.Ping(ctx).Err(); err != nil {
+			return errors.New("redis unreachable")
+		}
+		return nil
 	}
-	return m
 }
 
-func rateWindows(ws []RateWindow) []lifecycle.RateWindow {
-	out := make([]lifecycle.RateWindow, len(ws))
+func apiClients(cs []Client) []adminapi.Client {
+	out := make([]adminapi.Client, len(cs))
+	for i, c := range cs {
+		out[i] = adminapi.Client{Key: c.Key, Secrets: c.Secrets, Scheme: adminapi.Scheme(c.Signature)}
+	}
+	return out
+}
+
+func rateWindows(ws []RateWindow) []adminapi.RateWindow {
+	out := make([]adminapi.RateWindow, len(ws))
 	for i, w := range ws {
-		out[i] = lifecycle.RateWindow{Limit: w.Limit, Window: w.Window}
+		out[i] = adminapi.RateWindow{Limit: w.Limit, Window: w.Window}
 	}
 	return out
 }

@@ -5,9 +5,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -23,6 +20,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/sessiond/sessiond/internal/daemontest"
 	"github.com/sessiond/sessiond/internal/redistest"
 	"github.com/sessiond/sessiond/lifecycle"
 )
@@ -43,7 +41,7 @@ func TestReplicasExpireEachSessionOnce(t *testing.T) {
 	)
 	srv := redistest.Start(t)
 	rdb := srv.Client()
-	bin := buildSessiond(t)
+	bin := daemontest.Build(t)
 
 	var procs []*replicaProc
 	for i := range replicas {
@@ -252,11 +250,8 @@ func (p *replicaProc) post(path string, body, out any) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	mac := hmac.New(sha256.New, []byte(replicaAPISecret))
-	mac.Write(b)
 	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("X-AUTH-CLIENT", replicaAPIKey)
-	req.Header.Set("X-HMAC-SIGNATURE", hex.EncodeToString(mac.Sum(nil)))
+	signRequest(req, replicaAPIKey, replicaAPISecret, b)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return 0, err

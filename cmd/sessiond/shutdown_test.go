@@ -8,16 +8,14 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"os/exec"
-	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/sessiond/sessiond/internal/daemontest"
 	"github.com/sessiond/sessiond/internal/redistest"
 )
 
@@ -73,19 +71,6 @@ func TestReadyzFollowsRedis(t *testing.T) {
 	d.waitMetric("sessiond_redis_up", func(v float64) bool { return v == 1 }, "1 again")
 }
 
-// buildSessiond builds the daemon binary into a temporary directory of t;
-// the tests that run real processes share it.
-func buildSessiond(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "sessiond")
-	cmd := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), "build", "-o", bin, ".")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
-}
-
 // TestSIGTERM runs the built binary, sends it SIGTERM and watches /readyz
 // as fast as it can: it must answer 503 before the listener closes, never
 // 200 again after the first 503, and the process must exit 0 with its
@@ -96,7 +81,7 @@ func TestSIGTERM(t *testing.T) {
 		t.Skip("builds the binary")
 	}
 	redis := redistest.Start(t)
-	bin := buildSessiond(t)
+	bin := daemontest.Build(t)
 
 	cmd := exec.Command(bin)
 	cmd.Env = []string{

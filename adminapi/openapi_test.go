@@ -1,15 +1,10 @@
-package main
+package adminapi
 
 import (
-	"encoding/base64"
 	"encoding/json"
-	"go/ast"
-	"go/parser"
-	"go/token"
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"path/filepath"
 	"slices"
 	"sort"
 	"strconv"
@@ -18,11 +13,9 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
-
-	"github.com/sessiond/sessiond/lifecycle"
 )
 
-const openapiPath = "../../configs/openapi.yaml"
+const openapiPath = "../configs/openapi.yaml"
 
 var httpMethods = []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete}
 
@@ -90,53 +83,6 @@ func (d *openapiDoc) props(name string) map[string]bool {
 	return out
 }
 
-// registeredPatterns finds, in the source of every package that serves the
-// admin port, the string patterns given to Handle or HandleFunc.
-func registeredPatterns(t *testing.T) map[string]string {
-	t.Helper()
-	out := make(map[string]string) // pattern -> file:line
-	for _, dir := range []string{".", "../../lifecycle", "../../dispatcher", "../../scheduler"} {
-		files, _ := filepath.Glob(filepath.Join(dir, "*.go"))
-		for _, f := range files {
-			if strings.HasSuffix(f, "_test.go") {
-				continue
-			}
-			fset := token.NewFileSet()
-			file, err := parser.ParseFile(fset, f, nil, parser.SkipObjectResolution)
-			if err != nil {
-				continue // another engineer's file, half written
-			}
-			ast.Inspect(file, func(n ast.Node) bool {
-				call, ok := n.(*ast.CallExpr)
-				if !ok || len(call.Args) < 2 {
-					return true
-				}
-				sel, ok := call.Fun.(*ast.SelectorExpr)
-				if !ok || (sel.Sel.Name != "Handle" && sel.Sel.Name != "HandleFunc") {
-					return true
-				}
-				var lit string
-				switch a := call.Args[0].(type) {
-				case *ast.BasicLit:
-					lit = a.Value
-				case *ast.BinaryExpr: // uiRoot + "/"
-					if id, ok := a.X.(*ast.Ident); ok && id.Name == "uiRoot" {
-						if y, ok := a.Y.(*ast.BasicLit); ok {
-							s, _ := strconv.Unquote(y.Value)
-							lit = strconv.Quote(uiRoot + s)
-						}
-					}
-				}
-				if p, err := strconv.Unquote(lit); err == nil && p != "" {
-					out[p] = fset.Position(call.Pos()).String()
-				}
-				return true
-			})
-		}
-	}
-	return out
-}
-
 // TestOpenAPIMatchesRoutes keeps configs/openapi.yaml and the routes the
 // daemon serves from drifting apart, both ways.
 func TestOpenAPIMatchesRoutes(t *testing.T) {
@@ -147,28 +93,22 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 	}
 	ops := doc.operations()
 
-	// Static: every pattern registered in the source is documented.
-	for p, where := range registeredPatterns(t) {
-		switch {
-		case p == "/v1/": // the lifecycle API's mount point
-			continue
-		case !strings.Contains(p, " "): // no method: any
-			if !ops["GET "+p] {
-				t.Errorf("%s registers %q, which configs/openapi.yaml does not document", where, p)
-			}
-		case !ops[p]:
-			t.Errorf("%s registers %q, which configs/openapi.yaml does not document", where, p)
+	// Every /v1 route registered in routes.go is documented.
+	d := newEnv(t, withOperators)
+	for _, p := range d.api.Patterns() {
+		if !ops[p] {
+			t.Errorf("routes.go registers %q, which configs/openapi.yaml does not document", p)
 		}
 	}
 
-	// Live: every documented operation is served; every other method on a
-	// documented path is refused; an unknown /v1 path is a JSON 404.
-	d := startDaemon(t, nil, nil)
+	// Live: every documented operation is served (the operators' routes
+	// too); every other method on a documented path is refused; an unknown
+	// /v1 path is a JSON 404.
 	const anID = "0b9f8a5e-7f4c-4d5e-9a51-2d6c1b3e4f50"
 	concrete := func(path string) string { return strings.ReplaceAll(path, "{id}", anID) }
 	probe := func(method, path string) (*http.Response, []byte) {
 		t.Helper()
-		req, err := http.NewRequest(method, d.URL+path, nil)
+		req, err := http.NewRequest(method, d.url+path, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -199,8 +139,8 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 			}
 			var e struct{ Code int }
 			_ = json.Unmarshal(body, &e)
-			if resp.StatusCode != http.StatusUnauthorized || e.Code != lifecycle.CodeMissingAuth {
-				t.Errorf("%s without credentials = %d %s, want 401 code %d (a served, authenticated route)", op, resp.StatusCode, body, lifecycle.CodeMissingAuth)
+			if resp.StatusCode != http.StatusUnauthorized || e.Code != CodeMissingAuth {
+				t.Errorf("%s without credentials = %d %s, want 401 code %d (a served, authenticated route)", op, resp.StatusCode, body, CodeMissingAuth)
 			}
 			if got := resp.Header.Get("Cache-Control"); got != "no-store" {
 				t.Errorf("%s: Cache-Control = %q, want no-store", op, got)
@@ -227,8 +167,8 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 		resp, body := probe(http.MethodGet, path)
 		var e struct{ Code int }
 		_ = json.Unmarshal(body, &e)
-		if resp.StatusCode != http.StatusNotFound || e.Code != lifecycle.CodeNotFound {
-			t.Errorf("GET %s = %d %s, want 404 code %d", path, resp.StatusCode, body, lifecycle.CodeNotFound)
+		if resp.StatusCode != http.StatusNotFound || e.Code != CodeNotFound {
+			t.Errorf("GET %s = %d %s, want 404 code %d", path, resp.StatusCode, body, CodeNotFound)
 		}
 	}
 }
@@ -239,15 +179,15 @@ func TestOpenAPIContract(t *testing.T) {
 	t.Parallel()
 	doc := loadOpenAPI(t)
 
-	// Security: both headers, required together, on every /v1 operation.
-	for name, header := range map[string]string{"apiKey": "X-AUTH-CLIENT", "signature": "X-HMAC-SIGNATURE"} {
+	// Security: the four headers, required together, on every /v1 operation.
+	for name, header := range map[string]string{"apiKey": "X-AUTH-CLIENT", "timestamp": "X-TIMESTAMP", "nonce": "X-NONCE", "signature": "X-HMAC-SIGNATURE"} {
 		s := doc.Components.SecuritySchemes[name]
 		if s.Type != "apiKey" || s.In != "header" || s.Name != header {
 			t.Errorf("securitySchemes.%s = %+v, want apiKey in header %s", name, s, header)
 		}
 	}
-	if len(doc.Security) != 1 || len(doc.Security[0]) != 2 {
-		t.Errorf("top-level security = %v, want one requirement with apiKey and signature", doc.Security)
+	if len(doc.Security) != 1 || len(doc.Security[0]) != 4 {
+		t.Errorf("top-level security = %v, want one requirement with apiKey, timestamp, nonce and signature", doc.Security)
 	}
 	for path, item := range doc.Paths {
 		for m, v := range item {
@@ -265,31 +205,27 @@ func TestOpenAPIContract(t *testing.T) {
 		}
 	}
 
-	// Error codes: the document's enum is the lifecycle's set.
+	// Error codes: the document's enum is the API's set.
 	var codes []int
 	for _, v := range doc.Components.Schemas["Error"].Properties["code"].Enum {
 		n, _ := v.(int)
 		codes = append(codes, n)
 	}
-	want := []int{1000, lifecycle.CodeInvalidRequest, lifecycle.CodeTooManyRequests, lifecycle.CodeMissingAuth,
-		lifecycle.CodeBadSignature, lifecycle.CodeNotFound, lifecycle.CodeNotCompleted,
-		lifecycle.CodeSessionInProgress, lifecycle.CodeInvalidTransition}
+	want := []int{codeInternal, CodeInvalidRequest, CodeTooManyRequests, CodeMissingAuth, CodeAuthFailed,
+		CodeTimestamp, CodeNotFound, CodeReplayed, CodeNotCompleted, CodeSessionInProgress,
+		CodeInvalidTransition, CodeConflict}
 	slices.Sort(codes)
 	slices.Sort(want)
 	if !slices.Equal(codes, want) {
 		t.Errorf("Error.code enum = %v, want %v", codes, want)
 	}
 
-	// Shapes: what the daemon answers has the documented fields, no more.
+	// Shapes: what the port answers has the documented fields, no more.
 	receiver := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusNoContent)
 	}))
 	t.Cleanup(receiver.Close)
-	d := startDaemon(t, nil, map[string]string{
-		"SESSIOND_WEBHOOK_URL":            receiver.URL,
-		"SESSIOND_WEBHOOK_SECRET":         "whsec_" + base64.StdEncoding.EncodeToString([]byte("openapi-test-webhook-key")),
-		"SESSIOND_WEBHOOK_ALLOW_NETWORKS": "127.0.0.0/8",
-	})
+	d := newEnv(t, withOperators, withEndpoint(receiver.URL))
 	checkKeys := func(what, schemaName string, body []byte) {
 		t.Helper()
 		var m map[string]any
@@ -337,7 +273,7 @@ func TestOpenAPIContract(t *testing.T) {
 	checkKeys("events answer", "EventsPage", body)
 	_, body = d.call(http.MethodGet, "/v1/sessions/"+s.ID+"/nope", s.ID, nil)
 	checkKeys("error answer", "Error", body)
-	_, body = d.get("/readyz")
+	_, body = d.getPath("/readyz")
 	checkKeys("readyz answer", "Probe", body)
 
 	// Deliveries: the session's list once one has an attempt.

@@ -4,73 +4,25 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
 
 	"github.com/sessiond/sessiond/lifecycle"
 )
 
-// RegisterRoutes adds the delivery routes to the admin API:
-//
-//	GET  /v1/sessions/{id}/deliveries  a session's deliveries with their attempts
-//	POST /v1/deliveries/{id}/replay    send a delivery again, also a dead one
-//
-// svc, when not nil, tells an unknown session (404) from a session without
-// deliveries (an empty list).
-func (d *Dispatcher) RegisterRoutes(api *lifecycle.API, svc *lifecycle.Service) {
-	api.Handle("GET /v1/sessions/{id}/deliveries", d.handleList(svc))
-	api.Handle("POST /v1/deliveries/{id}/replay", d.handleReplay())
-}
-
-// DeliveryList is the answer of GET /v1/sessions/{id}/deliveries.
-type DeliveryList struct {
-	Deliveries []Delivery `json:"deliveries"`
-}
-
-func (d *Dispatcher) handleList(svc *lifecycle.Service) lifecycle.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) error {
-		id := r.PathValue("id")
-		if !idPart(id) {
-			return lifecycle.ErrNotFound
-		}
-		ds, err := d.store.list(r.Context(), id)
-		if err != nil {
-			return err
-		}
-		if len(ds) == 0 && svc != nil {
-			// A deleted session keeps its deliveries until they expire; a
-			// session that never had any must exist.
-			if _, err := svc.Get(r.Context(), id); err != nil {
-				return err
-			}
-		}
-		lifecycle.WriteJSON(w, http.StatusOK, DeliveryList{Deliveries: ds})
-		return nil
+// Deliveries returns a session's deliveries with their attempts, oldest
+// first; an unknown session has none.
+func (d *Dispatcher) Deliveries(ctx context.Context, sessionID string) ([]Delivery, error) {
+	if !idPart(sessionID) {
+		return []Delivery{}, nil
 	}
-}
-
-var errDeliveryNotFound = &lifecycle.Error{Status: http.StatusNotFound, Code: lifecycle.CodeNotFound, Message: "Delivery not found."}
-
-func (d *Dispatcher) handleReplay() lifecycle.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) error {
-		dl, err := d.Replay(r.Context(), r.PathValue("id"))
-		switch {
-		case errors.Is(err, ErrDeliveryNotFound):
-			return errDeliveryNotFound
-		case errors.Is(err, errEndpointGone):
-			return &lifecycle.Error{Status: http.StatusBadRequest, Code: lifecycle.CodeInvalidRequest,
-				Message: "The delivery's endpoint is no longer configured.", Err: err}
-		case err != nil:
-			return err
-		}
-		lifecycle.WriteJSON(w, http.StatusAccepted, dl)
-		return nil
-	}
+	return d.store.list(ctx, sessionID)
 }
 
 // ErrDeliveryNotFound is returned by Replay for an unknown or expired delivery.
 var ErrDeliveryNotFound = errors.New("delivery not found")
 
-var errEndpointGone = errors.New("endpoint no longer configured")
+// ErrEndpointGone is returned by Replay when the delivery's endpoint is no
+// longer configured.
+var ErrEndpointGone = errors.New("endpoint no longer configured")
 
 // Replay enqueues a fresh attempt of a delivery, whatever its status, with
 // a full retry schedule; its webhook-id is the event id as before, its
@@ -90,7 +42,7 @@ func (d *Dispatcher) Replay(ctx context.Context, id string) (*Delivery, error) {
 		return nil, ErrDeliveryNotFound
 	}
 	if d.eps[epID] == nil {
-		return nil, fmt.Errorf("replay %s: %w", id, errEndpointGone)
+		return nil, fmt.Errorf("replay %s: %w", id, ErrEndpointGone)
 	}
 	// The body is the outbox's: the record expires with the event, so
 	// the event is still there.

@@ -1,0 +1,42 @@
+package adminapi
+
+import "net/http"
+
+// Request bodies: the routes that take a JSON body, and those that take none.
+const (
+	withBody = true
+	noBody   = false
+)
+
+// routes is every route of the admin port on one screen; configs/openapi.yaml
+// documents them and openapi_test.go keeps the two in step. Every /v1 route
+// is authenticated (auth.go) and answers errors in the contract's JSON.
+func (a *API) routes() http.Handler {
+	a.handle("POST /v1/sessions", withBody, a.handleCreate)
+	a.handle("GET /v1/sessions", noBody, a.handleList)
+	a.handle("GET /v1/sessions/{id}", noBody, a.handleGet)
+	a.handle("PATCH /v1/sessions/{id}", withBody, a.handleUpdate)
+	a.handle("DELETE /v1/sessions/{id}", noBody, a.handleDelete)
+	a.handle("POST /v1/sessions/{id}/status", withBody, a.handleProgress)
+	a.handle("POST /v1/sessions/{id}/decision", withBody, a.handleDecision)
+	a.handle("POST /v1/sessions/{id}/cancel", noBody, a.handleCancel)
+	a.handle("POST /v1/sessions/{id}/expire", noBody, a.handleExpire)
+	a.handle("POST /v1/sessions/{id}/resume", noBody, a.handleResume)
+	a.handle("POST /v1/sessions/{id}/redact", noBody, a.handleRedact)
+	a.handle("GET /v1/sessions/{id}/deliveries", noBody, a.handleDeliveries)
+	a.handle("POST /v1/deliveries/{id}/replay", noBody, a.handleReplay)
+	a.handle("GET /v1/events", noBody, a.handleEvents)
+	a.handle("POST /v1/tokens/introspect", withBody, a.handleIntrospect)
+
+	mux := http.NewServeMux()
+	mux.HandleFunc("/v1/", a.serveV1)
+	mux.HandleFunc("GET /healthz", handleHealth)
+	mux.HandleFunc("GET /readyz", a.handleReady)
+	if a.cfg.Metrics != nil {
+		mux.Handle("GET /metrics", a.cfg.Metrics)
+	}
+	if a.cfg.UI != nil {
+		mux.Handle("/ui/", a.cfg.UI)
+	}
+	return a.instrument(mux)
+}

@@ -1,0 +1,67 @@
+package keyspace
+
+import (
+	"strings"
+	"testing"
+)
+
+// TestSlotKnownValues checks Slot against slots Redis itself reports
+// (CLUSTER KEYSLOT).
+func TestSlotKnownValues(t *testing.T) {
+	for key, want := range map[string]int{
+		"":          0,
+		"foo":       12182,
+		"bar":       5061,
+		"hello":     866,
+		"123456789": 12739, // CRC16/XMODEM check value 0x31C3 mod 16384
+		"sessiond":  4884,
+		"user1000":  3443,
+	} {
+		if got := Slot(key); got != want {
+			t.Errorf("Slot(%q) = %d, want %d", key, got, want)
+		}
+	}
+}
+
+// TestTagsSpreadOverSlots: every shard's slot lies in its own part of the
+// slot range, so three masters with equal ranges get four shards each.
+func TestTagsSpreadOverSlots(t *testing.T) {
+	perMaster := map[int]int{}
+	seen := map[string]bool{}
+	for i := range Shards {
+		tag := Tag(Shard(i))
+		if seen[tag] {
+			t.Fatalf("tag %q used twice", tag)
+		}
+		seen[tag] = true
+		slot := Slot(tag)
+		if part := slot * Shards / SlotCount; part != i {
+			t.Errorf("shard %d (tag %q) is in slot %d, part %d", i, tag, slot, part)
+		}
+		// redis-cli --cluster create with 3 masters: 0-5460, 5461-10922, 10923-16383.
+		switch {
+		case slot <= 5460:
+			perMaster[0]++
+		case slot <= 10922:
+			perMaster[1]++
+		default:
+			perMaster[2]++
+		}
+	}
+	for m := range 3 {
+		if perMaster[m] != Shards/3 {
+			t.Errorf("master %d holds %d shards, want %d", m, perMaster[m], Shards/3)
+		}
+	}
+}
+
+func TestKeysCarryNamespaceAndTag(t *testing.T) {
+	s := New("t1")
+	k := s.Nonce("client-a", "abc")
+	if !strings.HasPrefix(k, "t1:{"+Tag(ShardOf("client-a"))+"}:") {
+		t.Errorf("Nonce key %q", k)
+	}
+	if New("").Namespace() != DefaultNamespace {
+		t.Error("empty namespace is not the default")
+	}
+}
