@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/sessiond/sessiond/signing"
 )
 
@@ -40,8 +42,7 @@ type Config struct {
 	// Processors is the number of Asynq servers in this process; they
 	// share Concurrency. An Asynq server dequeues one task per Redis round
 	// trip, one at a time, so one server caps a process at about one
-	// delivery per round trip; several dequeue in parallel (and share
-	// round trips, see autopipe.go). Default 8.
+	// delivery per round trip; several dequeue in parallel. Default 8.
 	Processors int
 	// EndpointConcurrency caps one endpoint's deliveries in flight per
 	// process; default Concurrency/2, or Concurrency with one endpoint.
@@ -64,8 +65,7 @@ type Config struct {
 	// polls (±50%). Asynq's default, 1 s, would be the floor of an idle
 	// delivery's latency; with Processors servers polling, a new task
 	// waits about TaskCheckInterval/Processors. Default 10ms (with 8
-	// servers: about 800 polls a second per idle process, which the
-	// auto-pipeline batches).
+	// servers: about 800 polls a second per idle process).
 	TaskCheckInterval time.Duration
 	// DelayedTaskCheckInterval is how often each server moves retried and
 	// deferred tasks that are due back to the queue; default 1s (Asynq
@@ -94,6 +94,11 @@ type Config struct {
 	// ResponseBodyLimit is how much of a receiver's answer an attempt
 	// record keeps, in bytes; default 4096.
 	ResponseBodyLimit int
+
+	// QueueRedis is a second client of the same Redis for Asynq's client
+	// and servers, with a pool of their own; nil lets Asynq share the
+	// dispatcher's client. The caller closes it.
+	QueueRedis redis.UniversalClient
 
 	// Metrics hears of every attempt and of the circuit breakers' state;
 	// nil records nothing.

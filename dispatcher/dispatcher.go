@@ -31,8 +31,6 @@ type Dispatcher struct {
 	eps      map[string]*endpoint
 	order    []*endpoint // eps in configuration order
 
-	queueRDB    *redis.Client // Asynq's client with the auto-pipeline hook; nil: Asynq uses rdb
-	pipe        *autoPipeline
 	transport   *http.Transport
 	http        *http.Client
 	client      *asynq.Client
@@ -99,12 +97,8 @@ func New(rdb redis.UniversalClient, cfg Config) (*Dispatcher, error) {
 	d.transport = newTransport(cfg.AllowNetworks, cfg.Timeout, cfg.Concurrency)
 	d.http = newHTTPClient(d.transport)
 	queue := rdb
-	if c, ok := rdb.(*redis.Client); ok {
-		opts := *c.Options()
-		d.queueRDB = redis.NewClient(&opts)
-		d.pipe = newAutoPipeline(c)
-		d.queueRDB.AddHook(d.pipe)
-		queue = d.queueRDB
+	if cfg.QueueRedis != nil {
+		queue = cfg.QueueRedis
 	}
 	d.client = asynq.NewClientFromRedisClient(queue)
 	d.baseCtx, d.cutOff = context.WithCancel(context.Background())
@@ -150,16 +144,12 @@ func (d *Dispatcher) Start(ctx context.Context) error {
 		return errors.New("dispatcher: Start called twice or after Shutdown")
 	}
 	go d.rec.run()
-	if d.pipe != nil {
-		d.pipe.start()
-	}
 	for i, srv := range d.servers {
 		if err := srv.Start(asynq.HandlerFunc(d.processTask)); err != nil {
 			for _, started := range d.servers[:i] {
 				started.Shutdown()
 			}
 			d.rec.close()
-			d.closeQueueClient()
 			d.state = stateStopped
 			return fmt.Errorf("dispatcher: start workers: %w", err)
 		}
@@ -190,7 +180,6 @@ func (d *Dispatcher) Shutdown(ctx context.Context) error {
 	d.mu.Unlock()
 	switch state {
 	case stateNew:
-		d.closeQueueClient()
 		return nil
 	case stateStopped:
 		return nil
@@ -224,19 +213,9 @@ func (d *Dispatcher) Shutdown(ctx context.Context) error {
 	}
 	wg.Wait()
 	d.rec.close() // after the workers: it writes their records
-	d.closeQueueClient()
 	d.cutOff()
 	d.transport.CloseIdleConnections()
 	return err
-}
-
-// closeQueueClient stops the auto-pipeline and closes Asynq's client.
-func (d *Dispatcher) closeQueueClient() {
-	if d.queueRDB == nil {
-		return
-	}
-	d.pipe.close()
-	_ = d.queueRDB.Close()
 }
 
 // EnableEndpoint removes the disabled mark a 410 answer left on an

@@ -83,7 +83,7 @@ func benchExpiryLag(b *testing.B, n int, window time.Duration) {
 	// No cron sweep: the sweep phase below runs the sweep itself, one at a
 	// time, so each jump of the clock finds the previous sweep done. (During
 	// the expiry window a sweep finds nothing the poller has not taken.)
-	sched := New(rdb, Config{SweepEvery: -1, Now: clock.Now, Logger: logger})
+	sched := New(rdb, Config{SweepEvery: -1, Now: clock.Now, Logger: logger, Tasks: srv.Client()})
 	lcfg := lifecycle.Config{SessionTTL: ttl, Retention: retention, PurgeAfter: purgeAfter, EventsRetention: eventsRetention, Timer: sched}
 	lcfg.Now = clock.Now
 	svc := lifecycle.New(rdb, lcfg)

@@ -42,6 +42,7 @@ type node struct {
 // withTimer false leaves the service without a Timer (no tasks).
 func (e *env) node(cfg Config, lcfg lifecycle.Config, withTimer bool) *node {
 	cfg.Now, lcfg.Now = e.clock.Now, e.clock.Now
+	cfg.Tasks = e.srv.Client() // Asynq's own pool, as the daemon gives it
 	s := New(e.rdb, cfg)
 	if withTimer {
 		lcfg.Timer = s

@@ -48,6 +48,11 @@ type Config struct {
 	// Shutdown's context has no earlier deadline; default 10s.
 	ShutdownTimeout time.Duration
 
+	// Tasks is a second client of the same Redis for Asynq, with a pool of
+	// its own (see the package invariants); nil lets Asynq share the
+	// lifecycle's client. The caller closes it.
+	Tasks redis.UniversalClient
+
 	// Now is the clock every due decision uses; default time.Now. It must
 	// be the lifecycle service's clock. (The cron ticks follow the wall
 	// clock: they only trigger sweeps.)
@@ -103,7 +108,6 @@ type Scheduler struct {
 	// need another of rdb's, a burst of Runs could take them all and wait
 	// on each other until ScheduleTimeout.
 	tasksRDB  redis.UniversalClient
-	ownTasks  bool // tasksRDB was made here and is closed by Shutdown
 	client    *asynq.Client
 	inspector *asynq.Inspector
 	svc       Service
@@ -138,12 +142,14 @@ const (
 // lifecycle uses. Call Drive before Start.
 func New(rdb redis.UniversalClient, cfg Config) *Scheduler {
 	cfg.setDefaults()
-	tasksRDB, own := ownPool(rdb)
+	tasksRDB := cfg.Tasks
+	if tasksRDB == nil {
+		tasksRDB = rdb
+	}
 	return &Scheduler{
 		cfg:       cfg,
 		rdb:       rdb,
 		tasksRDB:  tasksRDB,
-		ownTasks:  own,
 		client:    asynq.NewClientFromRedisClient(tasksRDB),
 		inspector: asynq.NewInspectorFromRedisClient(tasksRDB),
 		log:       cfg.Logger,
@@ -151,26 +157,6 @@ func New(rdb redis.UniversalClient, cfg Config) *Scheduler {
 		sweepPool: newPool(cfg.Concurrency),
 		wake:      make(chan struct{}, 1),
 	}
-}
-
-// ownPool returns a client with rdb's options and a pool of its own, or rdb
-// itself (own false) for a client type it cannot copy.
-func ownPool(rdb redis.UniversalClient) (c redis.UniversalClient, own bool) {
-	switch c := rdb.(type) {
-	case *redis.Client:
-		o := *c.Options()
-		// NewClient stored its push processor in the options; a second
-		// client must make its own (handlers register once per processor).
-		o.PushNotificationProcessor = nil
-		return redis.NewClient(&o), true
-	case *redis.ClusterClient:
-		o := *c.Options()
-		return redis.NewClusterClient(&o), true
-	case *redis.Ring:
-		o := *c.Options()
-		return redis.NewRing(&o), true
-	}
-	return rdb, false
 }
 
 // Drive sets the service whose timed work the scheduler runs. The service
@@ -270,9 +256,8 @@ func (s *Scheduler) Start(ctx context.Context) error {
 // tasks; running ones finish). At ctx's deadline the work still running is
 // cancelled: Asynq retries cut-off tasks, and claimed ids come due again
 // when their lease ends, so nothing is lost. Shutdown returns once every
-// goroutine the scheduler started has ended, and closes Asynq's pool.
-// Shutdown before Start only closes that pool; a second Shutdown does
-// nothing.
+// goroutine the scheduler started has ended. Shutdown before Start, or a
+// second Shutdown, does nothing.
 func (s *Scheduler) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -284,11 +269,6 @@ func (s *Scheduler) Shutdown(ctx context.Context) error {
 	s.state = stateStopped
 	if wasRunning {
 		s.stop(ctx)
-	}
-	if s.ownTasks {
-		if err := s.tasksRDB.Close(); err != nil {
-			return fmt.Errorf("shutdown scheduler: %w", err)
-		}
 	}
 	return nil
 }

@@ -19,6 +19,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/sessiond/sessiond/internal/redisconn"
 	"github.com/sessiond/sessiond/signing"
 )
 
@@ -29,6 +30,8 @@ import (
 // the UI password) never appear in its String, GoString or LogValue output.
 type Config struct {
 	RedisURL        string        // SESSIOND_REDIS_URL; empty => start a private redis-server (see localredis.go)
+	RedisCAFile     string        // SESSIOND_REDIS_TLS_CA_FILE: CA certificates of a rediss:// Redis (PEM)
+	MinReplicas     int           // SESSIOND_REDIS_MIN_REPLICAS, default 0: replicas a state change waits for (WAIT)
 	AdminAddr       string        // SESSIOND_ADMIN_ADDR, default "127.0.0.1:8080"
 	LogLevel        string        // SESSIOND_LOG_LEVEL: debug|info|warn|error, default info
 	Clients         []Client      // API clients; SESSIOND_API_KEY + SESSIOND_API_SECRET add/override one; YAML `clients:`
@@ -106,6 +109,8 @@ const (
 // that is wrong.
 type fileConfig struct {
 	RedisURL        string       `yaml:"redis_url"`
+	RedisCAFile     string       `yaml:"redis_tls_ca_file"`
+	MinReplicas     string       `yaml:"redis_min_replicas"`
 	AdminAddr       string       `yaml:"admin_addr"`
 	LogLevel        string       `yaml:"log_level"`
 	Clients         []fileClient `yaml:"clients"`
@@ -183,7 +188,9 @@ func LoadConfig(path string, getenv func(string) string) (Config, error) {
 	}
 	l := &loader{getenv: getenv}
 	cfg := Config{
-		RedisURL:        l.redisURL(fc.RedisURL),
+		RedisURL:        l.redisURL(fc.RedisURL, fc.RedisCAFile),
+		RedisCAFile:     l.value("SESSIOND_REDIS_TLS_CA_FILE", "redis_tls_ca_file", fc.RedisCAFile, "").val,
+		MinReplicas:     l.minReplicas(fc.MinReplicas),
 		AdminAddr:       l.adminAddr(fc.AdminAddr),
 		LogLevel:        l.logLevel(fc.LogLevel),
 		Clients:         l.clients(fc.Clients),
@@ -305,16 +312,30 @@ func (l *loader) delay(env, key, fileVal string) time.Duration {
 	return 0
 }
 
-func (l *loader) redisURL(fileVal string) string {
+func (l *loader) redisURL(fileVal, fileCA string) string {
 	s := l.value("SESSIOND_REDIS_URL", "redis_url", fileVal, "")
+	ca := l.value("SESSIOND_REDIS_TLS_CA_FILE", "redis_tls_ca_file", fileCA, "")
 	if s.val == "" {
+		if ca.val != "" {
+			l.failf(ca.src, "set only with a rediss:// SESSIOND_REDIS_URL")
+		}
 		return ""
 	}
-	// The URL may hold a password: never quote it.
-	if u, err := url.Parse(s.val); err != nil || u.Scheme == "" {
-		l.failf(s.src, "must be a URL such as redis://host:6379/0")
+	// The URL may hold a password: redisconn's errors never quote it.
+	if _, err := redisconn.Parse(s.val, redisconn.Options{CAFile: ca.val}); err != nil {
+		l.failf(s.src, "%v", err)
 	}
 	return s.val
+}
+
+func (l *loader) minReplicas(fileVal string) int {
+	s := l.value("SESSIOND_REDIS_MIN_REPLICAS", "redis_min_replicas", fileVal, "0")
+	n, err := strconv.Atoi(strings.TrimSpace(s.val))
+	if err != nil || n < 0 || n > 16 {
+		l.failf(s.src, "want a number of replicas from 0 to 16, got %q", s.val)
+		return 0
+	}
+	return n
 }
 
 func (l *loader) adminAddr(fileVal string) string {
@@ -728,6 +749,8 @@ func (c Config) LogValue() slog.Value {
 	}
 	return slog.GroupValue(
 		slog.String("redis_url", redactURL(c.RedisURL)),
+		slog.String("redis_tls_ca_file", c.RedisCAFile),
+		slog.Int("redis_min_replicas", c.MinReplicas),
 		slog.String("admin_addr", c.AdminAddr),
 		slog.String("log_level", c.LogLevel),
 		slog.String("client_keys", strings.Join(keys, ",")),

@@ -17,8 +17,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-	"github.com/redis/go-redis/v9/maintnotifications"
+	"github.com/sessiond/sessiond/internal/redisconn"
 )
 
 const (
@@ -69,7 +68,7 @@ func startLocalRedis(ctx context.Context, logger *slog.Logger) (url string, stop
 	for try := 1; ; try++ {
 		r, err := launchRedis(ctx, logger, bin, conf, dir, password)
 		if err == nil {
-			logger.Warn("started private redis-server: its data is deleted when sessiond stops; set SESSIOND_REDIS_URL to keep sessions",
+			logger.Info("started private redis-server: its data is deleted when sessiond stops; set SESSIOND_REDIS_URL to keep sessions",
 				"addr", r.addr, "dir", dir, "pid", r.cmd.Process.Pid)
 			return "redis://:" + password + "@" + r.addr + "/0", r.stop, nil
 		}
@@ -158,14 +157,11 @@ func (r *localRedis) wait() {
 func (r *localRedis) waitReady(ctx context.Context, password string) error {
 	ctx, cancel := context.WithTimeout(ctx, localRedisStartTimeout)
 	defer cancel()
-	c := redis.NewClient(&redis.Options{
-		Addr:                     r.addr,
-		Password:                 password,
-		MaxRetries:               -1,
-		DialTimeout:              200 * time.Millisecond,
-		DisableIdentity:          true,
-		MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled},
-	})
+	conn, err := redisconn.Parse("redis://:"+password+"@"+r.addr+"/0", redisconn.Options{})
+	if err != nil {
+		return err
+	}
+	c := conn.Client(redisconn.Pool{Name: "sessiond-start", Size: 1, NoRetries: true})
 	defer c.Close()
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()

@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/sessiond/sessiond/internal/redisconn"
 	"github.com/sessiond/sessiond/lifecycle"
 )
 
@@ -202,19 +203,9 @@ func newRegistry(scrape redis.UniversalClient, logger *slog.Logger) *prometheus.
 	return reg
 }
 
-// scrapeClient returns a Redis client for metrics scrapes: same server as
-// opts, small pool, short timeouts, no retries.
-func scrapeClient(opts *redis.Options) *redis.Client {
-	o := *opts
-	o.PoolSize = 2
-	o.MinIdleConns = 0
-	o.MaxRetries = -1
-	o.DialerRetries = 1
-	o.DialTimeout = time.Second
-	o.ReadTimeout = 2 * time.Second
-	o.WriteTimeout = 2 * time.Second
-	return redis.NewClient(&o)
-}
+// metricsPool is the Redis pool of scrapes: small, short timeouts, no
+// retries, so a dead Redis makes a scrape fast, not slow.
+var metricsPool = redisconn.Pool{Name: "sessiond-metrics", Size: 2, ReadTimeout: 2 * time.Second, NoRetries: true}
 
 // handleMetrics serves reg in the Prometheus exposition format. A failing
 // collector drops its own series, never the whole page.

@@ -14,6 +14,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/sessiond/sessiond/internal/redisconn"
 	"github.com/sessiond/sessiond/internal/redistest"
 	"github.com/sessiond/sessiond/lifecycle"
 )
@@ -220,11 +221,11 @@ func TestOutboxBacklog(t *testing.T) {
 // says so, instead of failing the page.
 func TestMetricsRedisDown(t *testing.T) {
 	t.Parallel()
-	opts, err := redis.ParseURL("redis://127.0.0.1:1/0") // nothing listens on port 1
+	conn, err := redisconn.Parse("redis://127.0.0.1:1/0", redisconn.Options{}) // nothing listens on port 1
 	if err != nil {
 		t.Fatal(err)
 	}
-	scrape := scrapeClient(opts)
+	scrape := conn.Client(metricsPool)
 	defer scrape.Close()
 	reg := newRegistry(scrape, slog.New(slog.DiscardHandler))
 	start := time.Now()

@@ -15,15 +15,18 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
-	"github.com/redis/go-redis/v9/maintnotifications"
 
 	"github.com/sessiond/sessiond/adminapi"
+	"github.com/sessiond/sessiond/dispatcher"
+	"github.com/sessiond/sessiond/internal/redisconn"
 	"github.com/sessiond/sessiond/lifecycle"
+	"github.com/sessiond/sessiond/scheduler"
 )
 
 // run is the whole daemon: it builds the parts in order, serves until ctx is
 // done or SIGINT/SIGTERM arrives, then stops them in reverse order.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	var closers []io.Closer // Redis clients, closed last
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 
@@ -40,7 +43,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	logger := newLogger(stdout, cfg.LogLevel)
 	logger.Info("starting sessiond", "config", cfg)
 
-	// Redis: the configured one, or a private child for local runs.
+	// Redis: the configured one, or a private child for local runs. Every
+	// client comes from conn, with the URL's credentials and TLS; each part
+	// gets a pool of its own, closed after every part has stopped.
 	redisURL := cfg.RedisURL
 	if redisURL == "" {
 		url, stopRedis, err := startLocalRedis(ctx, logger)
@@ -54,24 +59,28 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}()
 		redisURL = url
 	}
-	opts, err := redis.ParseURL(redisURL)
+	conn, err := redisconn.Parse(redisURL, redisconn.Options{CAFile: cfg.RedisCAFile})
 	if err != nil {
-		return fmt.Errorf("redis url: %w", err)
+		return err
 	}
-	// Maintenance notifications are a Redis Enterprise feature; off, the
-	// options can be copied for the scheduler's and dispatcher's own pools.
-	opts.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
-	rdb := redis.NewClient(opts)
-	defer rdb.Close()
+	logger.Info("redis", "url", conn.String(), "topology", string(conn.Topology()))
+	newClient := func(p redisconn.Pool) redis.UniversalClient {
+		c := conn.Client(p)
+		closers = append(closers, c)
+		return c
+	}
+	defer func() {
+		for _, c := range closers {
+			_ = c.Close()
+		}
+	}()
+	rdb := newClient(redisconn.Pool{Name: "sessiond", Size: storePoolSize})
 
 	// Operators: metrics in a private registry, read from Redis through a
-	// client of their own with short timeouts; the queue UI (closed after
-	// the admin server, by defer).
-	scrapeRDB := scrapeClient(opts)
-	defer scrapeRDB.Close()
-	reg := newRegistry(scrapeRDB, logger)
+	// small pool of their own that fails fast; the queue UI.
+	reg := newRegistry(newClient(metricsPool), logger)
 	metrics := newMetrics(reg, endpointIDs(cfg.Webhook.Endpoints))
-	ui, closeUI := newUI(asynqRedis{opts: opts}, cfg.UIUser, cfg.UIPassword)
+	ui, closeUI := newUI(conn.Asynq(redisconn.Pool{Name: "sessiond-ui", Size: 4}), cfg.UIUser, cfg.UIPassword)
 	defer func() {
 		if err := closeUI(); err != nil {
 			logger.Warn("close ui", "err", err.Error())
@@ -80,21 +89,35 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 	// Timed work: the scheduler is the lifecycle's timer, so it comes first
 	// and starts once the lifecycle exists.
-	sched, err := newScheduler(cfg, redisURL, rdb, logger)
-	if err != nil {
-		return err
-	}
+	sched := scheduler.New(rdb, scheduler.Config{
+		SweepEvery:      cfg.SweepEvery,
+		ShutdownTimeout: cfg.ShutdownTimeout,
+		Tasks:           newClient(redisconn.Pool{Name: "sessiond-scheduler"}),
+		Logger:          logger.With("component", "scheduler"),
+	})
 	svc := lifecycle.New(rdb, lifecycle.Config{
 		SessionTTL:      cfg.SessionTTL,
 		TokenTTL:        cfg.TokenTTL,
 		PurgeAfter:      cfg.PurgeAfter,
 		Retention:       cfg.Retention,
 		EventsRetention: cfg.EventsRetention,
-		Timer:           sched.timer(),
+		Timer:           sched,
 		Observer:        metrics,
 		Logger:          logger,
 	})
-	disp, err := newDispatcher(cfg, redisURL, metrics, logger)
+	sched.Drive(svc)
+	disp, err := dispatcher.New(newClient(redisconn.Pool{Name: "sessiond-dispatcher", Size: dispatcherConcurrency + 64}), dispatcher.Config{
+		Endpoints:     dispatcherEndpoints(cfg.Webhook.Endpoints),
+		APIKey:        webhookAPIKey(cfg.Clients),
+		Timeout:       cfg.Webhook.Timeout,
+		RetrySchedule: cfg.Webhook.RetrySchedule,
+		AllowNetworks: cfg.Webhook.AllowNetworks,
+		Concurrency:   dispatcherConcurrency,
+		Retention:     cfg.EventsRetention,
+		QueueRedis:    newClient(redisconn.Pool{Name: "sessiond-webhooks", Size: dispatcherConcurrency + 16}),
+		Metrics:       metrics,
+		Logger:        logger.With("component", "dispatcher"),
+	})
 	if err != nil {
 		return err
 	}
@@ -107,18 +130,33 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		UI:          ui,
 		Observer:    metrics,
 		Logger:      logger,
-	}, svc, disp.d, rdb)
+	}, svc, disp, rdb)
 	if err != nil {
 		return err
 	}
 	// Parts stop in the order listed: producers (scheduler) before workers
 	// (dispatcher). Shutdown tolerates parts that never started, so a
-	// failed start stops them all.
-	parts := []part{sched.withService(svc), disp}
+	// failed start stops them all. Past ctx's deadline stopParts returns
+	// even if a part is still waiting on Redis: what it left is redone by
+	// the next process.
+	parts := []part{sched, disp}
 	stopParts := func(ctx context.Context) {
-		for _, p := range parts {
-			if err := p.Shutdown(ctx); err != nil {
-				logger.Warn("shutdown", "err", err.Error())
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			for _, p := range parts {
+				if err := p.Shutdown(ctx); err != nil {
+					logger.Warn("shutdown", "err", err.Error())
+				}
+			}
+		}()
+		select {
+		case <-done:
+		case <-ctx.Done():
+			select {
+			case <-done:
+			case <-time.After(shutdownGrace):
+				logger.Warn("shutdown deadline passed with work still stopping; it is left to the next process")
 			}
 		}
 	}
@@ -177,10 +215,23 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	stopParts(shutdownCtx)
 	if err := srv.Shutdown(shutdownCtx); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		logger.Warn("admin server shutdown", "err", err.Error())
+		_ = srv.Close()
 	}
 	logger.Info("stopped")
 	return nil
 }
+
+// Pool sizes and bounds.
+const (
+	// storePoolSize: the admin API's requests in flight (64), the
+	// scheduler's Runs (16 + 16) and the relay.
+	storePoolSize = 128
+	// dispatcherConcurrency is the number of deliveries in flight per process.
+	dispatcherConcurrency = 100
+	// shutdownGrace is how long past the shutdown timeout run waits for
+	// the parts before it returns anyway.
+	shutdownGrace = 500 * time.Millisecond
+)
 
 // part is a long-running piece of the daemon. Shutdown may be called
 // without Start and more than once.
@@ -206,6 +257,24 @@ func ready(rdb redis.UniversalClient, draining *atomic.Bool) func(ctx context.Co
 		}
 		return nil
 	}
+}
+
+// dispatcherEndpoints are the configured webhook endpoints.
+func dispatcherEndpoints(eps []Endpoint) []dispatcher.Endpoint {
+	out := make([]dispatcher.Endpoint, len(eps))
+	for i, ep := range eps {
+		out[i] = dispatcher.Endpoint{ID: ep.ID, URL: ep.URL, Secrets: ep.Secrets, Events: ep.Events, Disabled: ep.Disabled}
+	}
+	return out
+}
+
+// webhookAPIKey is sent as X-AUTH-CLIENT on webhooks: the first
+// configured API client's key.
+func webhookAPIKey(cs []Client) string {
+	if len(cs) == 0 {
+		return ""
+	}
+	return cs[0].Key
 }
 
 func apiClients(cs []Client) []adminapi.Client {

@@ -7,7 +7,6 @@ import (
 
 	"github.com/hibiken/asynq"
 	"github.com/hibiken/asynqmon"
-	"github.com/redis/go-redis/v9"
 )
 
 // uiRoot is where the Asynq web UI (asynqmon) is mounted on the admin port.
@@ -58,16 +57,4 @@ func basicAuth(h http.Handler, realm, user, password string) http.Handler {
 		}
 		h.ServeHTTP(w, r)
 	})
-}
-
-// asynqRedis is an asynq.RedisConnOpt that connects exactly as the daemon's
-// own client does: every option redis.ParseURL set (unix socket, TLS, ACL
-// user name, database) carries over, which asynq.ParseRedisURI would partly
-// drop. Each MakeRedisClient call returns a new *redis.Client.
-type asynqRedis struct{ opts *redis.Options }
-
-// MakeRedisClient implements asynq.RedisConnOpt.
-func (a asynqRedis) MakeRedisClient() any {
-	o := *a.opts
-	return redis.NewClient(&o)
 }

@@ -348,3 +348,14 @@ func requireRedis(t testing.TB) {
 		t.Skip("redis-server not found in PATH; install it to run this test")
 	}
 }
+
+// Pid is the server process's id, for tests that stop it (SIGSTOP) to
+// play a Redis that answers nothing; 0 when it is not running.
+func (s *Server) Pid() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.proc == nil || s.proc.exited() {
+		return 0
+	}
+	return s.proc.cmd.Process.Pid
+}
