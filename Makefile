@@ -6,11 +6,12 @@ PKGS    ?= ./...
 .PHONY: run build test test-short lint fuzz bench gobench drill clean ui-check dockerfile-check docker
 
 ## run: build and start the daemon on 127.0.0.1:8080 (a private redis-server
-## is started when SESSIOND_REDIS_URL is unset; a demo API key is set when
-## none is configured)
+## is started when SESSIOND_REDIS_URL is unset; a demo API key and UI login
+## are set when none is configured)
 run: build
 	SESSIOND_API_KEY=$${SESSIOND_API_KEY:-demo} \
 	SESSIOND_API_SECRET=$${SESSIOND_API_SECRET:-demo-secret-change-me} \
+	SESSIOND_UI_PASSWORD=$${SESSIOND_UI_PASSWORD:-demo-ui-password} \
 	./$(BIN) $(if $(CONFIG),--config $(CONFIG))
 
 ## build: bin/sessiond and bin/sessionctl (the command-line client)

@@ -41,6 +41,8 @@ type Config struct {
 	Metrics http.Handler
 	// UI serves /ui/ (the queue UI); nil mounts nothing.
 	UI http.Handler
+	// Debug serves /debug/pprof/ (profiles); nil mounts nothing.
+	Debug http.Handler
 	// Observer hears of every request served; nil is allowed.
 	Observer Observer
 
@@ -150,12 +152,13 @@ type handlerFunc func(w http.ResponseWriter, r *http.Request) error
 type route struct {
 	pattern string
 	body    bool // the route takes a JSON request body
+	nonce   int  // how its nonce is spent: nonceDirect or nonceInOp
 	h       handlerFunc
 }
 
 // handle registers an authenticated /v1 route.
-func (a *API) handle(pattern string, body bool, h handlerFunc) {
-	rt := &route{pattern: pattern, body: body, h: h}
+func (a *API) handle(pattern string, body bool, nonce int, h handlerFunc) {
+	rt := &route{pattern: pattern, body: body, nonce: nonce, h: h}
 	a.patterns = append(a.patterns, pattern)
 	a.v1.Handle(pattern, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ar, err := a.authenticate(w, r, rt)

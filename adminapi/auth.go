@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/sessiond/sessiond/internal/keyspace"
+	"github.com/sessiond/sessiond/lifecycle"
 	"github.com/sessiond/sessiond/signing"
 )
 
@@ -68,6 +70,7 @@ type ctxKey int
 const (
 	clientCtxKey ctxKey = iota
 	bodyCtxKey
+	nonceCtxKey
 )
 
 // clientOf returns the API key that authenticated r.
@@ -98,8 +101,9 @@ func (a *API) authenticate(w http.ResponseWriter, r *http.Request, rt *route) (*
 		body []byte
 		err  error
 	)
+	nonce := ""
 	if r.Header.Get(signing.HeaderRequestTimestamp) != "" {
-		body, err = a.verifyV2(w, r, c, rt)
+		body, nonce, err = a.verifyV2(w, r, c, rt)
 	} else {
 		body, err = a.verifyLegacy(w, r, c, rt)
 	}
@@ -107,23 +111,86 @@ func (a *API) authenticate(w http.ResponseWriter, r *http.Request, rt *route) (*
 		return nil, err
 	}
 	ctx := context.WithValue(context.WithValue(r.Context(), clientCtxKey, c), bodyCtxKey, body)
+	if nonce != "" {
+		if rt.nonce == nonceDirect {
+			if err := a.spendNonce(ctx, keyspace.ClientShard(c.key), c.key, nonce); err != nil {
+				return nil, err
+			}
+		} else {
+			ctx = context.WithValue(ctx, nonceCtxKey, nonce)
+		}
+	}
 	return r.WithContext(ctx), nil
 }
 
-// verifyV2 checks a scheme v2 request; c is nil for an unknown key.
-func (a *API) verifyV2(w http.ResponseWriter, r *http.Request, c *client, rt *route) ([]byte, error) {
+// How a route spends a v2 request's nonce.
+const (
+	// nonceDirect: before the handler runs, in the client's shard.
+	nonceDirect = iota
+	// nonceInOp: in the first read of the lifecycle operation the handler
+	// runs, in the session's shard (one round trip less); the handler
+	// passes a.once to the operation.
+	nonceInOp
+)
+
+// spendNonce remembers a request's nonce for NonceWindow, or refuses the
+// request as a replay.
+func (a *API) spendNonce(ctx context.Context, sh keyspace.Shard, client, nonce string) error {
+	fresh, err := a.rdb.SetNX(ctx, a.keys.Nonce(sh, client, nonce), 1, NonceWindow).Result()
+	if err != nil {
+		return &Error{Status: http.StatusServiceUnavailable, Code: codeInternal, Message: "Cannot check the nonce; retry.", RetryAfter: time.Second, Err: err}
+	}
+	if !fresh {
+		return errReplayed
+	}
+	return nil
+}
+
+// once is the option that makes a lifecycle operation on shard sh spend
+// the request's nonce in its first read; none for a legacy request.
+func (a *API) once(r *http.Request, sh keyspace.Shard) []lifecycle.Option {
+	nonce, _ := r.Context().Value(nonceCtxKey).(string)
+	if nonce == "" {
+		return nil
+	}
+	return []lifecycle.Option{lifecycle.Once(a.keys.Nonce(sh, clientOf(r).key, nonce), NonceWindow)}
+}
+
+// onSession is once for an operation on session id (none for an id that
+// names no shard: the operation answers 404 without reading).
+func (a *API) onSession(r *http.Request, id string) []lifecycle.Option {
+	sh, ok := lifecycle.ShardOfSession(id)
+	if !ok {
+		return nil
+	}
+	return a.once(r, sh)
+}
+
+// spendNow spends a nonceInOp request's nonce before its handler does
+// anything else (a create replaying a stored response reads no session).
+func (a *API) spendNow(r *http.Request) error {
+	nonce, _ := r.Context().Value(nonceCtxKey).(string)
+	if nonce == "" {
+		return nil
+	}
+	return a.spendNonce(r.Context(), keyspace.ClientShard(clientOf(r).key), clientOf(r).key, nonce)
+}
+
+// verifyV2 checks a scheme v2 request; c is nil for an unknown key. It
+// returns the body and the nonce, which the caller spends.
+func (a *API) verifyV2(w http.ResponseWriter, r *http.Request, c *client, rt *route) ([]byte, string, error) {
 	ts, ok := signing.ParseRequestTimestamp(r.Header.Get(signing.HeaderRequestTimestamp))
 	if !ok || absDuration(a.now().Sub(time.Unix(ts, 0))) > TimestampWindow {
-		return nil, errTimestamp
+		return nil, "", errTimestamp
 	}
 	nonce := r.Header.Get(signing.HeaderNonce)
 	mac, macOK := signing.ParseRequestSignature(r.Header.Get(signing.HeaderHMACSignature))
 	if !macOK || !signing.ValidNonce(nonce) || c == nil || c.legacy {
-		return nil, errAuthFailed
+		return nil, "", errAuthFailed
 	}
 	body, err := a.readBody(w, r)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	target := r.RequestURI
 	if target == "" { // a request built in-process, not read from the wire
@@ -131,22 +198,17 @@ func (a *API) verifyV2(w http.ResponseWriter, r *http.Request, c *client, rt *ro
 	}
 	canonical := signing.CanonicalRequest(r.Method, target, sha256.Sum256(body), ts, nonce)
 	if !signing.VerifyRequest(c.secrets, canonical, mac) {
-		return nil, errAuthFailed
+		return nil, "", errAuthFailed
 	}
 	if rt.body {
 		if err := checkJSON(body); err != nil {
-			return nil, err
+			return nil, "", err
 		}
 	}
-	// Only a verified request spends its nonce: nobody else can use one up.
-	fresh, err := a.rdb.SetNX(r.Context(), a.keys.Nonce(c.key, nonce), 1, NonceWindow).Result()
-	if err != nil {
-		return nil, &Error{Status: http.StatusServiceUnavailable, Code: codeInternal, Message: "Cannot check the nonce; retry.", RetryAfter: time.Second, Err: err}
-	}
-	if !fresh {
-		return nil, errReplayed
-	}
-	return body, nil
+	// Only a verified request spends its nonce: nobody else can use one
+	// up. A refused request spends it too, so that a captured request
+	// refused now cannot succeed later.
+	return body, nonce, nil
 }
 
 // verifyLegacy checks a legacy (Veriff) request; c is nil for an unknown key.

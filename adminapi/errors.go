@@ -76,6 +76,11 @@ func errorFor(err error) *Error {
 		return &Error{Status: http.StatusBadRequest, Code: CodeNotCompleted, Message: "Session is not in a completed status."}
 	case errors.Is(err, lifecycle.ErrInvalidTransition), errors.Is(err, lifecycle.ErrRefBusy):
 		return &Error{Status: http.StatusConflict, Code: CodeInvalidTransition, Message: err.Error()}
+	case errors.Is(err, lifecycle.ErrReplayed):
+		return errReplayed
+	case errors.Is(err, lifecycle.ErrNotDurable):
+		return &Error{Status: http.StatusServiceUnavailable, Code: codeInternal, RetryAfter: time.Second, Err: err,
+			Message: "The change was made but is not yet on enough Redis replicas: a failover now could lose it. Read the session before you retry."}
 	case errors.Is(err, lifecycle.ErrBusy):
 		return &Error{Status: http.StatusTooManyRequests, Code: CodeTooManyRequests, Message: "Session is busy, retry.", RetryAfter: time.Second, Err: err}
 	}

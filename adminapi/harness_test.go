@@ -23,6 +23,7 @@ import (
 
 	"github.com/sessiond/sessiond/dispatcher"
 	"github.com/sessiond/sessiond/internal/clocktest"
+	"github.com/sessiond/sessiond/internal/keyspace"
 	"github.com/sessiond/sessiond/internal/redistest"
 	"github.com/sessiond/sessiond/lifecycle"
 )
@@ -49,7 +50,8 @@ var testStart = time.Date(2024, 3, 1, 12, 0, 0, 0, time.UTC)
 type env struct {
 	t      testing.TB
 	ctx    context.Context
-	rdb    *redis.Client
+	rdb    redis.UniversalClient
+	tg     redistest.Target
 	clock  *clocktest.Clock
 	svc    *lifecycle.Service
 	api    *API
@@ -91,9 +93,20 @@ const testWebhookSecret = "whsec_b3BlbmFwaS10ZXN0LXdlYmhvb2sta2V5LTEyMzQ="
 
 func newEnv(t testing.TB, opts ...option) *env {
 	t.Helper()
-	srv := redistest.Start(t)
-	e := &env{t: t, ctx: t.Context(), rdb: srv.Client(), clock: clocktest.New(testStart)}
-	e.svc = lifecycle.New(e.rdb, lifecycle.Config{Now: e.clock.Now, SessionTTL: time.Hour, TokenTTL: 10 * time.Minute})
+	return newEnvOn(t, redistest.Open(t, "single"), opts...)
+}
+
+// forEachTopology runs f on a fresh env on every topology.
+func forEachTopology(t *testing.T, f func(t *testing.T, e *env), opts ...option) {
+	t.Helper()
+	redistest.ForEachTopology(t, func(t *testing.T, tg redistest.Target) { f(t, newEnvOn(t, tg, opts...)) })
+}
+
+// newEnvOn returns an env on tg.
+func newEnvOn(t testing.TB, tg redistest.Target, opts ...option) *env {
+	t.Helper()
+	e := &env{t: t, ctx: t.Context(), rdb: tg.Client, tg: tg, clock: clocktest.New(testStart)}
+	e.svc = lifecycle.New(e.rdb, lifecycle.Config{Now: e.clock.Now, SessionTTL: time.Hour, TokenTTL: 10 * time.Minute, Namespace: tg.Namespace})
 	var st setup
 	st.api = Config{
 		Clients: []Client{
@@ -103,13 +116,14 @@ func newEnv(t testing.TB, opts ...option) *env {
 		},
 		DeleteLimit:  []RateWindow{{Limit: 1000, Window: time.Hour}},
 		MaxBodyBytes: testMaxBody,
+		Namespace:    tg.Namespace,
 		Now:          e.clock.Now,
 	}
-	st.disp.Now = e.clock.Now
+	st.disp.Now, st.disp.Namespace = e.clock.Now, tg.Namespace
 	for _, o := range opts {
 		o(&st)
 	}
-	disp, err := dispatcher.New(e.rdb, st.disp)
+	disp, err := dispatcher.New(e.rdb, e.svc, st.disp)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -131,7 +145,7 @@ func newEnv(t testing.TB, opts ...option) *env {
 
 // with returns a copy of e that reports to t (a subtest).
 func (e *env) with(t testing.TB) *env {
-	c := &env{t: t, ctx: t.Context(), rdb: e.rdb, clock: e.clock, svc: e.svc, api: e.api, url: e.url, client: e.client}
+	c := &env{t: t, ctx: t.Context(), rdb: e.rdb, tg: e.tg, clock: e.clock, svc: e.svc, api: e.api, url: e.url, client: e.client}
 	c.nonces.Store(e.nonces.Add(1_000_000))
 	return c
 }
@@ -371,7 +385,7 @@ func (e *env) get(id string) *lifecycle.Session {
 // snapshot is every key but the nonces with its DUMP value.
 func (e *env) snapshot() map[string]string {
 	e.t.Helper()
-	snap, err := redistest.Snapshot(e.ctx, e.rdb, "*")
+	snap, err := redistest.Snapshot(e.ctx, e.rdb, e.prefix()+"*")
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -386,7 +400,7 @@ func (e *env) snapshot() map[string]string {
 // contents is every key and value of Redis as text.
 func (e *env) contents() string {
 	e.t.Helper()
-	s, err := redistest.Contents(e.ctx, e.rdb, "*")
+	s, err := redistest.Contents(e.ctx, e.rdb, e.prefix()+"*")
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -396,7 +410,7 @@ func (e *env) contents() string {
 // keys lists the keys matching pattern.
 func (e *env) keys(pattern string) []string {
 	e.t.Helper()
-	ks, err := redistest.Keys(e.ctx, e.rdb, pattern)
+	ks, err := redistest.Keys(e.ctx, e.rdb, e.prefix()+pattern)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -445,3 +459,6 @@ func (e *env) getPath(path string) (int, []byte) {
 	r := e.send(mustRequest(e.t, http.MethodGet, e.url+path))
 	return r.status, r.body
 }
+
+// prefix starts every key of the env's namespace.
+func (e *env) prefix() string { return keyspace.New(e.tg.Namespace).Prefix() }

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/sessiond/sessiond/lifecycle"
 )
 
 // idempotencyLock is how long a first request holds its Idempotency-Key
@@ -36,8 +38,7 @@ type storedResponse struct {
 	RequestHash []byte `json:"h"`
 	Status      int    `json:"s,omitempty"`
 	Sealed      []byte `json:"b,omitempty"`
-	// SessionID names the session the response shows, so that a replay
-	// after its redaction or deletion leaves its personal data out.
+	// SessionID names the session the response shows.
 	SessionID string `json:"sid,omitempty"`
 }
 
@@ -49,14 +50,21 @@ type result struct {
 	sessionID string
 }
 
+// errErasedResponse answers a retry whose first response held a session's
+// personal data, since erased.
+var errErasedResponse = &Error{Status: http.StatusConflict, Code: CodeConflict,
+	Message: "Idempotency-Key: the first response was erased with its session's personal data."}
+
 // idempotent runs op once per Idempotency-Key: a retry with the same key
 // and body gets the first response again; with another body it is refused.
 // Without the header op simply runs. Only successes are kept; a failed
-// request may be retried with the same key.
-func (a *API) idempotent(w http.ResponseWriter, r *http.Request, op func() (result, error)) error {
+// request may be retried with the same key. op gets the key where the
+// response will be kept ("" without the header), to link it to the
+// session, whose erasure then erases it.
+func (a *API) idempotent(w http.ResponseWriter, r *http.Request, op func(link string) (result, error)) error {
 	idem := r.Header.Get("Idempotency-Key")
 	if idem == "" {
-		res, err := op()
+		res, err := op("")
 		if err != nil {
 			return err
 		}
@@ -65,6 +73,10 @@ func (a *API) idempotent(w http.ResponseWriter, r *http.Request, op func() (resu
 	}
 	if len(idem) > maxIdempotencyKey {
 		return badRequest(fmt.Sprintf("Idempotency-Key: must be at most %d bytes", maxIdempotencyKey))
+	}
+	// A replay of this very request must not read the stored response.
+	if err := a.spendNow(r); err != nil {
+		return err
 	}
 	c := clientOf(r)
 	key := a.keys.Idempotency(c.key, idem)
@@ -79,8 +91,9 @@ func (a *API) idempotent(w http.ResponseWriter, r *http.Request, op func() (resu
 	if !won {
 		return a.replay(w, r, key, idem, reqHash[:])
 	}
-	release := func() { a.rdb.Del(context.WithoutCancel(ctx), key) }
-	res, err := op()
+	bg := context.WithoutCancel(ctx)
+	release := func() { a.rdb.Del(bg, key) }
+	res, err := op(key)
 	if err != nil {
 		release()
 		return err
@@ -96,9 +109,13 @@ func (a *API) idempotent(w http.ResponseWriter, r *http.Request, op func() (resu
 		return err
 	}
 	stored, _ := json.Marshal(storedResponse{RequestHash: reqHash[:], Status: res.status, Sealed: sealed, SessionID: res.sessionID})
-	if err := a.rdb.Set(context.WithoutCancel(ctx), key, stored, a.cfg.IdempotencyTTL).Err(); err != nil {
+	if err := a.rdb.Set(bg, key, stored, a.cfg.IdempotencyTTL).Err(); err != nil {
 		// The work is done; only the replay is lost. Say so, answer anyway.
 		a.log.Warn("idempotency: keep response", "err", err.Error())
+	} else if erased, err := a.svc.Erased(bg, res.sessionID); err == nil && erased {
+		// The session was redacted or deleted while the response was being
+		// kept: the erasure may have missed it.
+		a.rdb.SetArgs(bg, key, lifecycle.ErasedResponse, redis.SetArgs{Mode: "XX", KeepTTL: true})
 	}
 	writeRaw(w, res.status, plain)
 	return nil
@@ -112,6 +129,9 @@ func (a *API) replay(w http.ResponseWriter, r *http.Request, key, idem string, r
 	}
 	if err != nil {
 		return fmt.Errorf("idempotency: %w", err)
+	}
+	if string(raw) == lifecycle.ErasedResponse {
+		return errErasedResponse
 	}
 	var st storedResponse
 	if err := json.Unmarshal(raw, &st); err != nil {
@@ -127,42 +147,9 @@ func (a *API) replay(w http.ResponseWriter, r *http.Request, key, idem string, r
 	if err != nil {
 		return err
 	}
-	if st.SessionID != "" {
-		if plain, err = a.withoutErasedData(r.Context(), st.SessionID, plain); err != nil {
-			return err
-		}
-	}
 	w.Header().Set("Idempotent-Replayed", "true")
 	writeRaw(w, st.Status, plain)
 	return nil
-}
-
-// withoutErasedData drops person and metadata from a stored response when
-// its session has since been redacted or deleted: personal data removed
-// from the session must not come back through a replay.
-func (a *API) withoutErasedData(ctx context.Context, id string, plain []byte) ([]byte, error) {
-	erased, err := a.svc.Erased(ctx, id)
-	if err != nil {
-		return nil, fmt.Errorf("idempotency: %w", err)
-	}
-	if !erased {
-		return plain, nil
-	}
-	var m map[string]json.RawMessage
-	if err := json.Unmarshal(plain, &m); err != nil {
-		return nil, fmt.Errorf("idempotency: decode stored response: %w", err)
-	}
-	for _, f := range []string{"person", "metadata", "tags"} {
-		delete(m, f)
-	}
-	if d, ok := m["decision"]; ok {
-		var dec map[string]json.RawMessage
-		if json.Unmarshal(d, &dec) == nil {
-			delete(dec, "reason")
-			m["decision"], _ = json.Marshal(dec)
-		}
-	}
-	return json.Marshal(m)
 }
 
 // aead is the cipher of one client secret and Idempotency-Key.

@@ -66,26 +66,27 @@ func TestDeleteRateLimit(t *testing.T) {
 // not allowed) and a refused one leave the quota whole.
 func TestFailedDeletesKeepQuota(t *testing.T) {
 	t.Parallel()
-	a := newEnv(t, apiConfig(func(c *Config) { c.DeleteLimit = []RateWindow{{Limit: 1, Window: time.Hour}} }))
-	submitted := a.create("busy").ID
-	if _, err := a.svc.Progress(a.ctx, submitted, "submitted"); err != nil {
-		t.Fatal(err)
-	}
-	a.do("DELETE", "/v1/sessions/2f1b3a4c-5d6e-4f70-8a9b-0c1d2e3f4a5b", "").fail(t, 404, CodeNotFound)
-	a.do("DELETE", "/v1/sessions/not-an-id", "").fail(t, 404, CodeNotFound)
-	a.do("DELETE", "/v1/sessions/"+submitted, "").fail(t, 400, CodeSessionInProgress)
-	ok := a.create("ok").ID
-	a.do("DELETE", "/v1/sessions/"+ok, "").ok(t, 200)
-	// Now the quota is used up: the refused delete must not extend it.
-	other := a.create("other").ID
-	r := a.do("DELETE", "/v1/sessions/"+other, "")
-	r.fail(t, 429, CodeTooManyRequests)
-	if r.header.Get("Retry-After") != "3600" {
-		t.Errorf("Retry-After %q, want 3600 (one successful delete, just now)", r.header.Get("Retry-After"))
-	}
-	if n := a.rdb.ZCard(a.ctx, a.api.keys.RateLimit("delete", testKey)).Val(); n != 1 {
-		t.Errorf("rate log holds %d requests, want 1", n)
-	}
+	forEachTopology(t, func(t *testing.T, a *env) {
+		submitted := a.create("busy").ID
+		if _, err := a.svc.Progress(a.ctx, submitted, "submitted"); err != nil {
+			t.Fatal(err)
+		}
+		a.do("DELETE", "/v1/sessions/2f1b3a4c-5d6e-4f70-8a9b-0c1d2e3f4a5b", "").fail(t, 404, CodeNotFound)
+		a.do("DELETE", "/v1/sessions/not-an-id", "").fail(t, 404, CodeNotFound)
+		a.do("DELETE", "/v1/sessions/"+submitted, "").fail(t, 400, CodeSessionInProgress)
+		ok := a.create("ok").ID
+		a.do("DELETE", "/v1/sessions/"+ok, "").ok(t, 200)
+		// Now the quota is used up: the refused delete must not extend it.
+		other := a.create("other").ID
+		r := a.do("DELETE", "/v1/sessions/"+other, "")
+		r.fail(t, 429, CodeTooManyRequests)
+		if r.header.Get("Retry-After") != "3600" {
+			t.Errorf("Retry-After %q, want 3600 (one successful delete, just now)", r.header.Get("Retry-After"))
+		}
+		if n := a.rdb.ZCard(a.ctx, a.api.keys.RateLimit("delete", testKey)).Val(); n != 1 {
+			t.Errorf("rate log holds %d requests, want 1", n)
+		}
+	}, apiConfig(func(c *Config) { c.DeleteLimit = []RateWindow{{Limit: 1, Window: time.Hour}} }))
 }
 
 // TestDeleteDisabled checks a zero limit refuses every delete.

@@ -2,7 +2,8 @@ package adminapi
 
 import "net/http"
 
-// Request bodies: the routes that take a JSON body, and those that take none.
+// Request bodies: the routes that take a JSON body, and those that take
+// none. (How each route spends a v2 nonce: auth.go.)
 const (
 	withBody = true
 	noBody   = false
@@ -12,21 +13,21 @@ const (
 // documents them and openapi_test.go keeps the two in step. Every /v1 route
 // is authenticated (auth.go) and answers errors in the contract's JSON.
 func (a *API) routes() http.Handler {
-	a.handle("POST /v1/sessions", withBody, a.handleCreate)
-	a.handle("GET /v1/sessions", noBody, a.handleList)
-	a.handle("GET /v1/sessions/{id}", noBody, a.handleGet)
-	a.handle("PATCH /v1/sessions/{id}", withBody, a.handleUpdate)
-	a.handle("DELETE /v1/sessions/{id}", noBody, a.handleDelete)
-	a.handle("POST /v1/sessions/{id}/status", withBody, a.handleProgress)
-	a.handle("POST /v1/sessions/{id}/decision", withBody, a.handleDecision)
-	a.handle("POST /v1/sessions/{id}/cancel", noBody, a.handleCancel)
-	a.handle("POST /v1/sessions/{id}/expire", noBody, a.handleExpire)
-	a.handle("POST /v1/sessions/{id}/resume", noBody, a.handleResume)
-	a.handle("POST /v1/sessions/{id}/redact", noBody, a.handleRedact)
-	a.handle("GET /v1/sessions/{id}/deliveries", noBody, a.handleDeliveries)
-	a.handle("POST /v1/deliveries/{id}/replay", noBody, a.handleReplay)
-	a.handle("GET /v1/events", noBody, a.handleEvents)
-	a.handle("POST /v1/tokens/introspect", withBody, a.handleIntrospect)
+	a.handle("POST /v1/sessions", withBody, nonceInOp, a.handleCreate)
+	a.handle("GET /v1/sessions", noBody, nonceDirect, a.handleList)
+	a.handle("GET /v1/sessions/{id}", noBody, nonceInOp, a.handleGet)
+	a.handle("PATCH /v1/sessions/{id}", withBody, nonceInOp, a.handleUpdate)
+	a.handle("DELETE /v1/sessions/{id}", noBody, nonceInOp, a.handleDelete)
+	a.handle("POST /v1/sessions/{id}/status", withBody, nonceInOp, a.handleProgress)
+	a.handle("POST /v1/sessions/{id}/decision", withBody, nonceInOp, a.handleDecision)
+	a.handle("POST /v1/sessions/{id}/cancel", noBody, nonceInOp, a.handleCancel)
+	a.handle("POST /v1/sessions/{id}/expire", noBody, nonceInOp, a.handleExpire)
+	a.handle("POST /v1/sessions/{id}/resume", noBody, nonceInOp, a.handleResume)
+	a.handle("POST /v1/sessions/{id}/redact", noBody, nonceInOp, a.handleRedact)
+	a.handle("GET /v1/sessions/{id}/deliveries", noBody, nonceDirect, a.handleDeliveries)
+	a.handle("POST /v1/deliveries/{id}/replay", noBody, nonceDirect, a.handleReplay)
+	a.handle("GET /v1/events", noBody, nonceDirect, a.handleEvents)
+	a.handle("POST /v1/tokens/introspect", withBody, nonceInOp, a.handleIntrospect)
 
 	mux := http.NewServeMux()
 	mux.HandleFunc("/v1/", a.serveV1)
@@ -37,6 +38,9 @@ func (a *API) routes() http.Handler {
 	}
 	if a.cfg.UI != nil {
 		mux.Handle("/ui/", a.cfg.UI)
+	}
+	if a.cfg.Debug != nil {
+		mux.Handle("/debug/pprof/", a.cfg.Debug)
 	}
 	return a.instrument(mux)
 }

@@ -31,12 +31,17 @@ func decodeJSON(r *http.Request, v any) error {
 }
 
 func (a *API) handleCreate(w http.ResponseWriter, r *http.Request) error {
-	return a.idempotent(w, r, func() (result, error) {
-		var req lifecycle.CreateRequest
-		if err := decodeJSON(r, &req); err != nil {
-			return result{}, err
+	var req lifecycle.CreateRequest
+	if err := decodeJSON(r, &req); err != nil {
+		return err
+	}
+	return a.idempotent(w, r, func(link string) (result, error) {
+		req.Link = link
+		var opts []lifecycle.Option
+		if link == "" { // with a link, idempotent spent the nonce
+			opts = a.once(r, lifecycle.ShardOfRef(req.RefID))
 		}
-		c, err := a.svc.Create(r.Context(), req)
+		c, err := a.svc.Create(r.Context(), req, opts...)
 		if err != nil {
 			return result{}, err
 		}
@@ -49,7 +54,9 @@ func (a *API) handleCreate(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (a *API) handleGet(w http.ResponseWriter, r *http.Request) error {
-	return a.respond(w, r, func(ctx context.Context, id string) (any, error) { return a.svc.Get(ctx, id) })
+	return a.respond(w, r, func(ctx context.Context, id string, o []lifecycle.Option) (any, error) {
+		return a.svc.Get(ctx, id, o...)
+	})
 }
 
 func (a *API) handleList(w http.ResponseWriter, r *http.Request) error {
@@ -76,7 +83,9 @@ func (a *API) handleUpdate(w http.ResponseWriter, r *http.Request) error {
 	if err := decodeJSON(r, &req); err != nil {
 		return err
 	}
-	return a.respond(w, r, func(ctx context.Context, id string) (any, error) { return a.svc.Update(ctx, id, req) })
+	return a.respond(w, r, func(ctx context.Context, id string, o []lifecycle.Option) (any, error) {
+		return a.svc.Update(ctx, id, req, o...)
+	})
 }
 
 func (a *API) handleProgress(w http.ResponseWriter, r *http.Request) error {
@@ -86,7 +95,9 @@ func (a *API) handleProgress(w http.ResponseWriter, r *http.Request) error {
 	if err := decodeJSON(r, &req); err != nil {
 		return err
 	}
-	return a.respond(w, r, func(ctx context.Context, id string) (any, error) { return a.svc.Progress(ctx, id, req.Status) })
+	return a.respond(w, r, func(ctx context.Context, id string, o []lifecycle.Option) (any, error) {
+		return a.svc.Progress(ctx, id, req.Status, o...)
+	})
 }
 
 func (a *API) handleDecision(w http.ResponseWriter, r *http.Request) error {
@@ -94,23 +105,33 @@ func (a *API) handleDecision(w http.ResponseWriter, r *http.Request) error {
 	if err := decodeJSON(r, &req); err != nil {
 		return err
 	}
-	return a.respond(w, r, func(ctx context.Context, id string) (any, error) { return a.svc.Decide(ctx, id, req) })
+	return a.respond(w, r, func(ctx context.Context, id string, o []lifecycle.Option) (any, error) {
+		return a.svc.Decide(ctx, id, req, o...)
+	})
 }
 
 func (a *API) handleCancel(w http.ResponseWriter, r *http.Request) error {
-	return a.respond(w, r, func(ctx context.Context, id string) (any, error) { return a.svc.Cancel(ctx, id) })
+	return a.respond(w, r, func(ctx context.Context, id string, o []lifecycle.Option) (any, error) {
+		return a.svc.Cancel(ctx, id, o...)
+	})
 }
 
 func (a *API) handleExpire(w http.ResponseWriter, r *http.Request) error {
-	return a.respond(w, r, func(ctx context.Context, id string) (any, error) { return a.svc.Expire(ctx, id) })
+	return a.respond(w, r, func(ctx context.Context, id string, o []lifecycle.Option) (any, error) {
+		return a.svc.Expire(ctx, id, o...)
+	})
 }
 
 func (a *API) handleResume(w http.ResponseWriter, r *http.Request) error {
-	return a.respond(w, r, func(ctx context.Context, id string) (any, error) { return a.svc.Resume(ctx, id) })
+	return a.respond(w, r, func(ctx context.Context, id string, o []lifecycle.Option) (any, error) {
+		return a.svc.Resume(ctx, id, o...)
+	})
 }
 
 func (a *API) handleRedact(w http.ResponseWriter, r *http.Request) error {
-	return a.respond(w, r, func(ctx context.Context, id string) (any, error) { return a.svc.Redact(ctx, id) })
+	return a.respond(w, r, func(ctx context.Context, id string, o []lifecycle.Option) (any, error) {
+		return a.svc.Redact(ctx, id, o...)
+	})
 }
 
 // handleDelete deletes a session. Only a delete that succeeds uses up the
@@ -121,7 +142,7 @@ func (a *API) handleDelete(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if err := a.svc.Delete(r.Context(), id); err != nil {
+	if err := a.svc.Delete(r.Context(), id, a.onSession(r, id)...); err != nil {
 		release()
 		return err
 	}
@@ -176,7 +197,13 @@ func (a *API) handleIntrospect(w http.ResponseWriter, r *http.Request) error {
 	if req.Token == "" || len(req.Token) > maxTokenLen {
 		return badRequest("token: must be 1 to " + strconv.Itoa(maxTokenLen) + " bytes")
 	}
-	s, exp, err := a.svc.Introspect(r.Context(), req.Token)
+	var opts []lifecycle.Option
+	if sh, ok := lifecycle.TokenShard(req.Token); ok {
+		opts = a.once(r, sh)
+	} else if err := a.spendNow(r); err != nil {
+		return err
+	}
+	s, exp, err := a.svc.Introspect(r.Context(), req.Token, opts...)
 	switch {
 	case errors.Is(err, lifecycle.ErrNotFound):
 		writeJSON(w, http.StatusOK, introspection{})
@@ -188,9 +215,11 @@ func (a *API) handleIntrospect(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// respond runs op on the request's {id} and writes its result as 200.
-func (a *API) respond(w http.ResponseWriter, r *http.Request, op func(ctx context.Context, id string) (any, error)) error {
-	v, err := op(r.Context(), r.PathValue("id"))
+// respond runs op on the request's {id}, spending its nonce, and writes
+// its result as 200.
+func (a *API) respond(w http.ResponseWriter, r *http.Request, op func(ctx context.Context, id string, o []lifecycle.Option) (any, error)) error {
+	id := r.PathValue("id")
+	v, err := op(r.Context(), id, a.onSession(r, id))
 	if err != nil {
 		return err
 	}

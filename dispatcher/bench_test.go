@@ -19,6 +19,8 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/sessiond/sessiond/internal/keyspace"
+	"github.com/sessiond/sessiond/internal/redisconn"
 	"github.com/sessiond/sessiond/internal/redistest"
 	"github.com/sessiond/sessiond/lifecycle"
 )
@@ -26,15 +28,19 @@ import (
 // BenchmarkDelivery measures, on one private redis-server, in one run:
 //
 //   - ceiling: bare Asynq no-op tasks per second, enqueued by concurrent
-//     producers while one server (the dispatcher's Concurrency and
-//     TaskCheckInterval) processes them;
+//     producers while one server (the dispatcher's Concurrency, a 10 ms
+//     TaskCheckInterval) processes them: what a design that sent every
+//     delivery through Asynq could reach at best;
 //   - e2e: decisions (lifecycle Decide, concurrent producers) to
-//     session.approved webhooks answered 2xx by a local receiver:
-//     deliveries per second and p50/p99 latency from the Decide call to the
-//     receiver, and the share of the ceiling;
+//     session.approved webhooks answered 2xx by a local receiver, first
+//     attempts made in-process from the outbox relay: deliveries per
+//     second, p50/p99 latency from the Decide call to the receiver, and
+//     the share of the ceiling;
 //   - paced: the same latency with decisions paced at half the e2e rate;
 //   - drain: a backlog of decisions made while the dispatcher was stopped,
-//     delivered by a fresh one (the dispatcher's own rate, no producers).
+//     delivered by a fresh one (the dispatcher's own rate, no producers);
+//   - asynq_tasks: the webhook tasks made meanwhile, 0 when every first
+//     attempt succeeds.
 //
 // The CPU metrics (µs per item, this process and redis-server together)
 // show the cost apart from the machine's other load.
@@ -56,8 +62,10 @@ const benchProducers = 32
 // benchWorld is the benchmark's Redis, sessions and receiver.
 type benchWorld struct {
 	b        *testing.B
-	rdb      *redis.Client
+	conn     *redisconn.Conn
+	rdb      redis.UniversalClient // the lifecycle's
 	svc      *lifecycle.Service
+	keys     keyspace.Space
 	ids      []string         // sessions waiting for a decision
 	index    map[string]int   // session id -> position in ids
 	start    []int64          // when each decision was made, unix ns
@@ -68,19 +76,22 @@ type benchWorld struct {
 
 func runDeliveryBench(b *testing.B, n, paced, drain int) {
 	srv := redistest.Start(b)
-	w := &benchWorld{b: b, rdb: redis.NewClient(&redis.Options{Addr: srv.Addr, PoolSize: 256})}
-	b.Cleanup(func() { _ = w.rdb.Close() })
-	ctx := b.Context()
+	conn, err := redisconn.Parse(srv.URL(), redisconn.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	w := &benchWorld{b: b, conn: conn, keys: keyspace.New("")}
+	w.rdb = w.client("bench-store", 256)
 	defaults := Config{}
 	defaults.setDefaults()
 
 	m := w.meter()
-	ceiling := benchNoop(b, w.rdb, n, defaults)
+	ceiling := benchNoop(b, w.client("bench-noop", 256), n, defaults)
 	noopCPU := m.perItem(n)
 
 	w.prepare(n + paced + drain)
 	d := w.dispatcher()
-	waitRelayed(b, w.rdb)
+	w.waitRelayed()
 
 	// e2e: full speed.
 	m = w.meter()
@@ -123,6 +134,7 @@ func runDeliveryBench(b *testing.B, n, paced, drain int) {
 	drainRate := float64(drain) / time.Unix(0, w.last(n+paced, n+paced+drain)).Sub(t2).Seconds()
 	drainCPU := m.perItem(drain)
 	w.stop(d)
+	tasks := w.webhookTasks()
 
 	b.ReportMetric(ceiling, "noop_tasks/s")
 	b.ReportMetric(rate, "e2e_deliveries/s")
@@ -137,8 +149,15 @@ func runDeliveryBench(b *testing.B, n, paced, drain int) {
 	b.ReportMetric(noopCPU, "noop_cpu_us/task")
 	b.ReportMetric(e2eCPU, "e2e_cpu_us/delivery")
 	b.ReportMetric(drainCPU, "drain_cpu_us/delivery")
+	b.ReportMetric(float64(tasks), "asynq_tasks")
 	b.Logf("first dispatcher: %+v", stats)
-	_ = ctx
+}
+
+// client is a new client of the benchmark's Redis, closed at the end.
+func (w *benchWorld) client(name string, size int) redis.UniversalClient {
+	c := w.conn.Client(redisconn.Pool{Name: name, Size: size})
+	w.b.Cleanup(func() { _ = c.Close() })
+	return c
 }
 
 // prepare makes count sessions in status submitted and the receiver; the
@@ -150,13 +169,17 @@ func (w *benchWorld) prepare(count int) {
 	parallel(count, benchProducers, func(i int) {
 		c, err := w.svc.Create(ctx, lifecycle.CreateRequest{RefID: "bench-" + strconv.Itoa(i)})
 		if err != nil {
-			w.b.Fatal(err)
+			w.b.Error(err)
+			return
 		}
 		if _, err := w.svc.Progress(ctx, c.ID, lifecycle.StatusSubmitted); err != nil {
-			w.b.Fatal(err)
+			w.b.Error(err)
 		}
 		w.ids[i] = c.ID
 	})
+	if w.b.Failed() {
+		w.b.FailNow()
+	}
 	w.index = make(map[string]int, count)
 	for i, id := range w.ids {
 		w.index[id] = i
@@ -178,12 +201,14 @@ func (w *benchWorld) prepare(count int) {
 	w.b.Cleanup(w.rv.Close)
 }
 
-// dispatcher starts a Dispatcher with the production defaults.
+// dispatcher starts a Dispatcher with the production defaults and clients
+// sized as cmd/sessiond sizes them.
 func (w *benchWorld) dispatcher() *Dispatcher {
-	d, err := New(w.rdb, Config{
+	d, err := New(w.client("bench-dispatcher", defaultConcurrency+32), w.svc, Config{
 		Endpoints:     []Endpoint{{ID: "bench", URL: w.rv.URL, Secrets: []string{testSecret}, Events: []string{"session.approved"}}},
 		APIKey:        testAPIKey,
 		AllowNetworks: loopback,
+		QueueRedis:    w.client("bench-webhooks", 32),
 	})
 	if err != nil {
 		w.b.Fatal(err)
@@ -230,6 +255,43 @@ func (w *benchWorld) latency(from, to int) (p50, p99 float64) {
 	return at(0.50), at(0.99)
 }
 
+// waitRelayed waits until the relays have read and acknowledged every
+// entry of every shard's outbox.
+func (w *benchWorld) waitRelayed() {
+	ctx := w.b.Context()
+	waitFor(w.b, 2*time.Minute, "the relays to catch up", func() bool {
+		for sh := range keyspace.Shards {
+			stream := w.keys.Outbox(keyspace.Shard(sh))
+			last, err := w.rdb.XRevRangeN(ctx, stream, "+", "-", 1).Result()
+			if err != nil || len(last) == 0 {
+				continue
+			}
+			gs, err := w.rdb.XInfoGroups(ctx, stream).Result()
+			if err != nil || len(gs) == 0 || gs[0].LastDeliveredID != last[0].ID {
+				return false
+			}
+			if p, err := w.rdb.XPending(ctx, stream, relayGroup).Result(); err != nil || p.Count != 0 {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// webhookTasks counts the tasks the webhook queues hold or processed.
+func (w *benchWorld) webhookTasks() int {
+	insp := asynq.NewInspectorFromRedisClient(w.rdb)
+	total := 0
+	for _, q := range w.keys.WebhookQueues() {
+		info, err := insp.GetQueueInfo(q)
+		if err != nil {
+			continue // never made: no task
+		}
+		total += info.Size + info.ProcessedTotal
+	}
+	return total
+}
+
 // cpuMeter measures the CPU this process and redis-server use.
 type cpuMeter struct {
 	w            *benchWorld
@@ -247,7 +309,7 @@ func (m cpuMeter) perItem(n int) float64 {
 }
 
 // benchNoop returns bare Asynq's rate: n no-op tasks enqueued by
-// concurrent producers while a server with the dispatcher's settings
+// concurrent producers while a server with the dispatcher's concurrency
 // processes them.
 func benchNoop(b *testing.B, rdb redis.UniversalClient, n int, cfg Config) float64 {
 	const queue = "bench:noop"
@@ -255,7 +317,7 @@ func benchNoop(b *testing.B, rdb redis.UniversalClient, n int, cfg Config) float
 	finished := make(chan struct{})
 	srv := asynq.NewServerFromRedisClient(rdb, asynq.Config{
 		Concurrency:       cfg.Concurrency,
-		TaskCheckInterval: cfg.TaskCheckInterval,
+		TaskCheckInterval: 10 * time.Millisecond,
 		Queues:            map[string]int{queue: 1},
 		LogLevel:          asynq.WarnLevel,
 	})
@@ -282,21 +344,6 @@ func benchNoop(b *testing.B, rdb redis.UniversalClient, n int, cfg Config) float
 		b.Fatal("no-op tasks not done")
 	}
 	return float64(n) / time.Since(t0).Seconds()
-}
-
-// waitRelayed waits until the relay has read and acknowledged every
-// outbox entry.
-func waitRelayed(b *testing.B, rdb redis.UniversalClient) {
-	ctx := b.Context()
-	lastID := rdb.XRevRangeN(ctx, lifecycle.OutboxKey, "+", "-", 1).Val()[0].ID
-	waitFor(b, 2*time.Minute, "the relay to catch up", func() bool {
-		gs, err := rdb.XInfoGroups(ctx, lifecycle.OutboxKey).Result()
-		if err != nil || len(gs) == 0 {
-			return false
-		}
-		p, err := rdb.XPending(ctx, lifecycle.OutboxKey, relayGroup).Result()
-		return err == nil && gs[0].LastDeliveredID == lastID && p.Count == 0
-	})
 }
 
 // parallel runs f(0..n-1) on workers goroutines.

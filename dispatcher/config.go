@@ -36,14 +36,12 @@ type Config struct {
 	// link-local, ...) that webhooks may still reach.
 	AllowNetworks []netip.Prefix
 
-	// Concurrency is the number of deliveries in flight per process;
+	// Concurrency is the number of workers that make first attempts;
 	// default 100.
 	Concurrency int
-	// Processors is the number of Asynq servers in this process; they
-	// share Concurrency. An Asynq server dequeues one task per Redis round
-	// trip, one at a time, so one server caps a process at about one
-	// delivery per round trip; several dequeue in parallel. Default 8.
-	Processors int
+	// RetryConcurrency is the number of retries, deferred attempts and
+	// replays in flight (Asynq's workers); default Concurrency/4.
+	RetryConcurrency int
 	// EndpointConcurrency caps one endpoint's deliveries in flight per
 	// process; default Concurrency/2, or Concurrency with one endpoint.
 	EndpointConcurrency int
@@ -59,25 +57,17 @@ type Config struct {
 	// 10 × BreakerCooldown. Default 30s.
 	BreakerCooldown time.Duration
 
-	// Queue is the Asynq queue of delivery tasks; default "sessiond:webhooks".
-	Queue string
+	// Namespace prefixes every key and queue; default "sessiond".
+	Namespace string
 	// TaskCheckInterval is how long an idle Asynq server waits between
-	// polls (±50%). Asynq's default, 1 s, would be the floor of an idle
-	// delivery's latency; with Processors servers polling, a new task
-	// waits about TaskCheckInterval/Processors. Default 10ms (with 8
-	// servers: about 800 polls a second per idle process).
+	// polls of its queues (±50%); default 1s. Only tasks whose due time
+	// has come are polled (retries, deferrals, replays): a replay waits
+	// about this long.
 	TaskCheckInterval time.Duration
-	// DelayedTaskCheckInterval is how often each server moves retried and
-	// deferred tasks that are due back to the queue; default 1s (Asynq
-	// keeps their due times in whole seconds anyway).
+	// DelayedTaskCheckInterval is how often the server moves retried and
+	// deferred tasks that are due to their queue; default 2s (Asynq keeps
+	// their due times in whole seconds anyway).
 	DelayedTaskCheckInterval time.Duration
-	// TaskRetention is how long Asynq keeps a completed task, and so its
-	// TaskID; default 24h. Each kept task holds its payload in Redis.
-	TaskRetention time.Duration
-	// JanitorInterval is how often each server deletes up to 100 completed
-	// tasks past their retention; default 1s, so a process keeps up with
-	// 100 × Processors completed deliveries a second.
-	JanitorInterval time.Duration
 	// Retention is how long delivery records are kept after their event;
 	// default 168h, the events retention.
 	Retention time.Duration
@@ -86,7 +76,9 @@ type Config struct {
 	// 15s, at least 10s.
 	OrphanAfter time.Duration
 	// ClaimIdle is how long an outbox entry may stay read but not
-	// acknowledged before another relay takes it over; default 5s.
+	// acknowledged, and not kept fresh by a live replica, before another
+	// replica takes it over; default 5s, at least 100ms. Under 4s the
+	// maintenance loop runs every ClaimIdle/4 instead of every second.
 	ClaimIdle time.Duration
 	// RelayBatch is the most outbox entries the relay reads at once;
 	// default 256.
@@ -129,19 +121,16 @@ const (
 	defaultTimeout           = 15 * time.Second
 	defaultJitter            = 0.1
 	defaultConcurrency       = 100
-	defaultProcessors        = 8
 	defaultBreakerThreshold  = 10
 	defaultBreakerPeriod     = 10 * time.Second
 	defaultBreakerCooldown   = 30 * time.Second
-	defaultQueue             = "sessiond:webhooks"
-	defaultTaskCheck         = 10 * time.Millisecond
-	defaultDelayedTaskCheck  = time.Second
-	defaultTaskRetention     = 24 * time.Hour
-	defaultJanitorInterval   = time.Second
+	defaultTaskCheck         = time.Second
+	defaultDelayedTaskCheck  = 2 * time.Second
 	defaultRetention         = 168 * time.Hour
 	defaultOrphanAfter       = 15 * time.Second
 	minOrphanAfter           = 10 * time.Second
 	defaultClaimIdle         = 5 * time.Second
+	minClaimIdle             = 100 * time.Millisecond
 	defaultRelayBatch        = 256
 	defaultResponseBodyLimit = 4096
 )
@@ -177,8 +166,7 @@ func (c *Config) setDefaults() {
 		c.Jitter = 1
 	}
 	num(&c.Concurrency, defaultConcurrency)
-	num(&c.Processors, defaultProcessors)
-	c.Processors = min(c.Processors, c.Concurrency)
+	num(&c.RetryConcurrency, max(1, c.Concurrency/4))
 	if c.EndpointConcurrency <= 0 {
 		c.EndpointConcurrency = max(1, c.Concurrency/2)
 		if len(c.Endpoints) == 1 {
@@ -188,17 +176,13 @@ func (c *Config) setDefaults() {
 	num(&c.BreakerThreshold, defaultBreakerThreshold)
 	dur(&c.BreakerPeriod, defaultBreakerPeriod)
 	dur(&c.BreakerCooldown, defaultBreakerCooldown)
-	if c.Queue == "" {
-		c.Queue = defaultQueue
-	}
 	dur(&c.TaskCheckInterval, defaultTaskCheck)
 	dur(&c.DelayedTaskCheckInterval, defaultDelayedTaskCheck)
-	dur(&c.TaskRetention, defaultTaskRetention)
-	dur(&c.JanitorInterval, defaultJanitorInterval)
 	dur(&c.Retention, defaultRetention)
 	dur(&c.OrphanAfter, defaultOrphanAfter)
 	c.OrphanAfter = max(c.OrphanAfter, minOrphanAfter)
 	dur(&c.ClaimIdle, defaultClaimIdle)
+	c.ClaimIdle = max(c.ClaimIdle, minClaimIdle)
 	num(&c.RelayBatch, defaultRelayBatch)
 	num(&c.ResponseBodyLimit, defaultResponseBodyLimit)
 	if c.Now == nil {

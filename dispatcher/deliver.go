@@ -3,12 +3,9 @@ package dispatcher
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
-	"math"
 	"net/http"
 	"net/url"
 	"os"
@@ -18,6 +15,7 @@ import (
 
 	"github.com/hibiken/asynq"
 
+	"github.com/sessiond/sessiond/internal/keyspace"
 	"github.com/sessiond/sessiond/lifecycle"
 )
 
@@ -32,11 +30,11 @@ const userAgent = "sessiond-webhooks/1"
 // that the connection can be reused.
 const drainLimit = 64 << 10
 
-// recordTimeout bounds the write of an attempt's record.
-const recordTimeout = 5 * time.Second
-
-// processTask is the Asynq handler of a delivery task: one attempt, unless
-// the endpoint's breaker or concurrency limit defers it.
+// processTask is the Asynq handler of a delivery task (a retry, a
+// deferral, a replay): one attempt, unless the endpoint's breaker or
+// concurrency limit defers it. The webhook body is put together afresh
+// from the outbox entry and the session's event details; a purged
+// session's delivery is dropped, not sent.
 func (d *Dispatcher) processTask(ctx context.Context, t *asynq.Task) error {
 	d.inflight.add()
 	defer d.inflight.done()
@@ -45,15 +43,30 @@ func (d *Dispatcher) processTask(ctx context.Context, t *asynq.Task) error {
 		d.log.Error("archiving malformed delivery task", "err", err.Error())
 		return fmt.Errorf("%v: %w", err, asynq.SkipRetry)
 	}
-	ep := d.eps[p.Endpoint]
+	sid, eid, epID, _ := parseDeliveryID(p.Delivery)
+	sh, ok := lifecycle.ShardOfSession(sid)
+	if !ok {
+		return fmt.Errorf("delivery %s: %w", p.Delivery, asynq.SkipRetry)
+	}
+	ev, body, err := d.loadEvent(ctx, sh, p.Cursor, eid)
+	switch {
+	case errors.Is(err, errEventGone):
+		d.stats.dropped.Add(1)
+		d.log.Debug("webhook delivery dropped: its session was purged", "delivery_id", p.Delivery)
+		return nil
+	case err != nil:
+		return err
+	}
+	w := &write{shard: sh, sessionID: sid, eventID: eid, endpointID: epID, cursor: p.Cursor, eventType: ev.Type}
+	ep := d.eps[epID]
 	switch {
 	case ep == nil:
-		return d.giveUp(ctx, p, "endpoint "+p.Endpoint+" is no longer configured")
+		return d.giveUp(ctx, w, "endpoint "+epID+" is no longer configured")
 	case ep.disabled:
-		return d.giveUp(ctx, p, "endpoint is disabled in the configuration")
+		return d.giveUp(ctx, w, "endpoint is disabled in the configuration")
 	case ep.marked.Load() && !p.Replay:
 		// A replay may probe a disabled endpoint; a 2xx enables it again.
-		return d.giveUp(ctx, p, "endpoint is disabled: it answered 410 Gone")
+		return d.giveUp(ctx, w, "endpoint is disabled: it answered 410 Gone")
 	}
 
 	// The breaker and the limiter measure the endpoint's health in wall
@@ -69,75 +82,77 @@ func (d *Dispatcher) processTask(ctx context.Context, t *asynq.Task) error {
 	retried, _ := asynq.GetRetryCount(ctx)
 	attempt := p.Base + retried + 1
 	at := d.now()
-	res := d.send(ctx, ep, p, attempt, at)
+	res := d.send(ctx, ep, ev.ID, body, attempt, at)
 	ep.limit.release(wall, res.latency)
 	if ctx.Err() != nil && d.cutting.Load() {
 		ep.breaker.abandon()
 		return &deferError{reason: "cut off by shutdown"}
 	}
-	ep.breaker.done(res.healthy(), res.start, time.Now())
-	d.cfg.Metrics.SetCircuit(ep.id, ep.breaker.isOpen())
-	d.cfg.Metrics.ObserveAttempt(ep.id, res.outcome(), d.now().Sub(eventTime(p.Body, at)))
-
-	a := &Attempt{
-		Attempt:           attempt,
-		At:                lifecycle.At(at),
-		StatusCode:        res.code,
-		LatencyMS:         math.Round(float64(res.latency.Microseconds())) / 1000,
-		Error:             res.errText,
-		ResponseBody:      res.body,
-		ResponseTruncated: res.truncated,
-	}
-	// Attributes are built only for a line that is written: this is the
-	// hot path.
-	logf := func(level slog.Level, msg string, args ...any) {
-		if d.log.Enabled(ctx, level) {
-			d.log.Log(ctx, level, msg, append([]any{"delivery_id", p.Delivery, "endpoint_id", ep.id,
-				"event", p.Type, "attempt", attempt, "status_code", res.code}, args...)...)
-		}
-	}
-	var (
-		status string
-		ret    error
-	)
+	d.observe(ep, &res, ev.Timestamp.Time)
+	w.attempt = res.attempt(attempt, at)
+	var ret error
 	switch {
 	case res.ok():
-		status = StatusSucceeded
+		w.status = StatusSucceeded
 		d.stats.succeeded.Add(1)
-		logf(slog.LevelDebug, "webhook delivered", "latency_ms", a.LatencyMS)
 		if p.Replay && ep.marked.Load() {
 			if err := d.EnableEndpoint(context.WithoutCancel(ctx), ep.id); err != nil {
-				logf(slog.LevelWarn, "enable endpoint", "err", err.Error())
+				d.log.Warn("enable endpoint", "endpoint_id", ep.id, "err", err.Error())
 			}
 		}
 	case res.code == http.StatusGone:
-		status = StatusDead
+		w.status = StatusDead
 		d.stats.failed.Add(1)
 		d.stats.dead.Add(1)
-		ep.marked.Store(true)
-		if err := d.store.disable(context.WithoutCancel(ctx), ep, "answered 410 Gone"); err != nil {
-			logf(slog.LevelError, "persist disabled endpoint", "err", err.Error())
-		}
-		logf(slog.LevelWarn, "webhook endpoint disabled: it answered 410 Gone")
-		ret = fmt.Errorf("%s: %w", a.Error, asynq.SkipRetry)
-	case retried >= d.schedule.retries():
-		status = StatusDead
+		d.gone(ctx, ep, p.Delivery)
+		ret = fmt.Errorf("%s: %w", res.errText, asynq.SkipRetry)
+	case p.Failed+retried >= d.schedule.retries():
+		w.status = StatusDead
 		d.stats.failed.Add(1)
 		d.stats.dead.Add(1)
-		logf(slog.LevelWarn, "webhook delivery dead: retries used up", "err", a.Error)
-		ret = fmt.Errorf("%s: retries used up: %w", a.Error, asynq.SkipRetry)
+		ret = fmt.Errorf("%s: retries used up: %w", res.errText, asynq.SkipRetry)
 	default:
-		status = StatusFailed
+		w.status = StatusFailed
 		d.stats.failed.Add(1)
-		logf(slog.LevelInfo, "webhook attempt failed", "err", a.Error)
-		ret = &attemptError{msg: a.Error, retryAfter: res.retryAfter}
+		ret = &attemptError{msg: res.errText, retryAfter: res.retryAfter}
 	}
+	d.logAttempt(ctx, w, &res)
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
 	defer cancel()
-	if err := d.rec.write(rctx, p.Session, p.Delivery, status, a); err != nil {
-		logf(slog.LevelWarn, "record webhook attempt", "err", err.Error())
+	if err := d.rec.write(rctx, w); err != nil {
+		d.log.Warn("record webhook attempt", "delivery_id", p.Delivery, "err", err.Error())
 	}
 	return ret
+}
+
+// errEventGone is a delivery whose event, or whose session's event
+// details, are gone: the session was purged (or the event is past its
+// retention).
+var errEventGone = errors.New("event gone")
+
+// loadEvent reads a delivery's event from its outbox entry and puts its
+// webhook body together.
+func (d *Dispatcher) loadEvent(ctx context.Context, sh keyspace.Shard, cursor, eventID string) (*lifecycle.Event, []byte, error) {
+	msgs, err := d.rdb.XRangeN(ctx, d.keys.Outbox(sh), cursor, cursor, 1).Result()
+	if err != nil {
+		return nil, nil, fmt.Errorf("read event: %w", err)
+	}
+	if len(msgs) == 0 {
+		return nil, nil, errEventGone
+	}
+	ev, err := lifecycle.ParseEvent(sh, msgs[0])
+	if err != nil || ev.ID != eventID {
+		return nil, nil, fmt.Errorf("outbox entry %s is not event %s", cursor, eventID)
+	}
+	data, full, err := d.events.EventDetails(ctx, []*lifecycle.Event{ev})
+	if err != nil {
+		return nil, nil, err
+	}
+	if !full[0] {
+		return nil, nil, errEventGone
+	}
+	body, err := ev.WebhookBody(data[0])
+	return ev, body, err
 }
 
 // deferral puts a delivery back for later without using up an attempt.
@@ -147,13 +162,15 @@ func (d *Dispatcher) deferral(reason string, delay time.Duration) error {
 }
 
 // giveUp marks a delivery dead without an attempt and archives its task.
-func (d *Dispatcher) giveUp(ctx context.Context, p *taskPayload, why string) error {
+func (d *Dispatcher) giveUp(ctx context.Context, w *write, why string) error {
 	d.stats.dead.Add(1)
-	d.log.Warn("webhook delivery dead", "delivery_id", p.Delivery, "endpoint_id", p.Endpoint, "err", why)
+	id := deliveryID(w.sessionID, w.eventID, w.endpointID)
+	d.log.Warn("webhook delivery dead", "delivery_id", id, "endpoint_id", w.endpointID, "err", why)
+	w.status, w.err = StatusDead, why
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
 	defer cancel()
-	if err := d.store.attempt(rctx, p.Session, p.Delivery, StatusDead, nil, why); err != nil {
-		d.log.Warn("record webhook delivery", "delivery_id", p.Delivery, "err", err.Error())
+	if err := d.store.record(rctx, w); err != nil {
+		d.log.Warn("record webhook delivery", "delivery_id", id, "err", err.Error())
 	}
 	return fmt.Errorf("%s: %w", why, asynq.SkipRetry)
 }
@@ -186,35 +203,24 @@ func (r *result) outcome() string {
 	return "error"
 }
 
-// eventTime is the timestamp of the webhook body, or def when it has none.
-func eventTime(body []byte, def time.Time) time.Time {
-	var b struct {
-		Timestamp lifecycle.Time `json:"timestamp"`
-	}
-	if json.Unmarshal(body, &b) != nil || b.Timestamp.IsZero() {
-		return def
-	}
-	return b.Timestamp.Time
-}
-
 // healthy reports whether the attempt shows a working endpoint, for the
 // circuit breaker: it answered, and neither 5xx nor 429.
 func (r *result) healthy() bool {
 	return r.code != 0 && r.code < 500 && r.code != http.StatusTooManyRequests
 }
 
-// send makes one signed POST of the delivery's body, signed at now.
-func (d *Dispatcher) send(ctx context.Context, ep *endpoint, p *taskPayload, attempt int, now time.Time) (res result) {
+// send makes one signed POST of an event's webhook body, signed at now.
+func (d *Dispatcher) send(ctx context.Context, ep *endpoint, eventID string, body []byte, attempt int, now time.Time) (res result) {
 	res.start = time.Now()
 	defer func() { res.latency = time.Since(res.start) }()
 	ctx, cancel := context.WithTimeout(ctx, d.cfg.Timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, ep.url, bytes.NewReader(p.Body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, ep.url, bytes.NewReader(body))
 	if err != nil {
 		res.errText = "build request: invalid endpoint URL"
 		return res
 	}
-	if err := ep.signer.SetHeaders(req.Header, p.Event, now, p.Body); err != nil {
+	if err := ep.signer.SetHeaders(req.Header, eventID, now, body); err != nil {
 		res.errText = err.Error()
 		return res
 	}

@@ -15,7 +15,16 @@ import (
 
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/sessiond/sessiond/internal/keyspace"
+	"github.com/sessiond/sessiond/lifecycle"
 )
+
+// Events is what the dispatcher reads of the lifecycle: the parts of
+// events' data that the outbox leaves out. *lifecycle.Service is one.
+type Events interface {
+	EventDetails(ctx context.Context, events []*lifecycle.Event) (data []lifecycle.EventData, full []bool, err error)
+}
 
 // Dispatcher delivers the outbox's events to the configured endpoints.
 // Start and Shutdown may each be called once; Shutdown without Start, or
@@ -23,6 +32,9 @@ import (
 type Dispatcher struct {
 	cfg      Config
 	rdb      redis.UniversalClient
+	events   Events
+	keys     keyspace.Space
+	queues   []string // the webhook queues, by part of the slot range
 	log      *slog.Logger
 	now      func() time.Time
 	store    *store
@@ -34,9 +46,12 @@ type Dispatcher struct {
 	transport   *http.Transport
 	http        *http.Client
 	client      *asynq.Client
-	servers     []*asynq.Server // Config.Processors of them
-	consumer    string          // this process's name in the outbox group
-	taskTimeout time.Duration   // Asynq's deadline for one task
+	inspector   *asynq.Inspector
+	server      *asynq.Server // retries, deferrals and replays
+	jobs        chan *job     // first attempts, to the workers
+	consumer    string        // this process's name in the outbox group
+	taskTimeout time.Duration // Asynq's deadline for one task
+	tick        time.Duration // the maintenance loop's period
 
 	// baseCtx is every delivery's parent; cutOff cancels it when the
 	// shutdown deadline comes, and cutting says so.
@@ -44,11 +59,13 @@ type Dispatcher struct {
 	cutOff   context.CancelFunc
 	cutting  atomic.Bool
 	inflight tracker
+	flight   *flight // outbox entries being delivered, by shard
 
-	mu     sync.Mutex
-	state  int
-	cancel context.CancelFunc // stops the relay and the maintenance loop
-	loops  sync.WaitGroup
+	mu      sync.Mutex
+	state   int
+	cancel  context.CancelFunc // stops the relays and the maintenance loop
+	loops   sync.WaitGroup
+	workers sync.WaitGroup
 
 	stats counters
 }
@@ -59,25 +76,33 @@ const (
 	stateStopped
 )
 
-// New returns a Dispatcher that keeps its queue and records in rdb. It
-// fails if an endpoint's configuration is invalid; the error never quotes
-// a URL or secret.
-func New(rdb redis.UniversalClient, cfg Config) (*Dispatcher, error) {
+// New returns a Dispatcher that reads the outbox and keeps its records in
+// rdb, and puts webhook bodies together from events' details. It fails if
+// an endpoint's configuration is invalid; the error never quotes a URL or
+// secret.
+func New(rdb redis.UniversalClient, events Events, cfg Config) (*Dispatcher, error) {
 	cfg.setDefaults()
 	for _, d := range cfg.RetrySchedule {
 		if d <= 0 {
 			return nil, errors.New("dispatcher: retry schedule delays must be positive")
 		}
 	}
+	keys := keyspace.New(cfg.Namespace)
 	d := &Dispatcher{
 		cfg:      cfg,
 		rdb:      rdb,
+		events:   events,
+		keys:     keys,
+		queues:   keys.WebhookQueues(),
 		log:      cfg.Logger,
 		now:      cfg.Now,
-		store:    &store{rdb: rdb, now: cfg.Now, retention: cfg.Retention},
+		store:    &store{rdb: rdb, keys: keys, now: cfg.Now, retention: cfg.Retention},
 		schedule: newSchedule(cfg.RetrySchedule, cfg.Jitter),
 		eps:      make(map[string]*endpoint, len(cfg.Endpoints)),
+		jobs:     make(chan *job),
 		consumer: consumerName(),
+		flight:   newFlight(),
+		tick:     maintainPeriod(cfg.ClaimIdle),
 		// Asynq keeps timeouts in whole seconds; leave room for the
 		// attempt's own timeout and the record write after it.
 		taskTimeout: (cfg.Timeout + 30*time.Second + time.Second - 1).Truncate(time.Second),
@@ -101,31 +126,30 @@ func New(rdb redis.UniversalClient, cfg Config) (*Dispatcher, error) {
 		queue = cfg.QueueRedis
 	}
 	d.client = asynq.NewClientFromRedisClient(queue)
+	d.inspector = asynq.NewInspectorFromRedisClient(queue)
 	d.baseCtx, d.cutOff = context.WithCancel(context.Background())
-	// Asynq dequeues with one Redis round trip per task, one task at a
-	// time per server: several servers in one process dequeue in parallel.
-	per := max(1, cfg.Concurrency/cfg.Processors)
-	for range cfg.Processors {
-		d.servers = append(d.servers, asynq.NewServerFromRedisClient(queue, asynq.Config{
-			Concurrency:              per,
-			BaseContext:              func() context.Context { return d.baseCtx },
-			TaskCheckInterval:        cfg.TaskCheckInterval,
-			DelayedTaskCheckInterval: cfg.DelayedTaskCheckInterval,
-			JanitorInterval:          cfg.JanitorInterval,
-			RetryDelayFunc:           d.retryDelay,
-			IsFailure:                d.isFailure,
-			Queues:                   map[string]int{cfg.Queue: 1},
-			// Shutdown drains deliveries itself (see Shutdown); this only
-			// bounds a handler that ignores its cancelled context.
-			ShutdownTimeout: 2 * time.Second,
-			Logger:          asynqLogger{cfg.Logger.With("component", "asynq")},
-			LogLevel:        asynq.WarnLevel,
-		}))
+	qs := make(map[string]int, len(d.queues))
+	for _, q := range d.queues {
+		qs[q] = 1
 	}
+	d.server = asynq.NewServerFromRedisClient(queue, asynq.Config{
+		Concurrency:              cfg.RetryConcurrency,
+		BaseContext:              func() context.Context { return d.baseCtx },
+		TaskCheckInterval:        cfg.TaskCheckInterval,
+		DelayedTaskCheckInterval: cfg.DelayedTaskCheckInterval,
+		RetryDelayFunc:           d.retryDelay,
+		IsFailure:                d.isFailure,
+		Queues:                   qs,
+		// Shutdown drains deliveries itself (see Shutdown); this only
+		// bounds a handler that ignores its cancelled context.
+		ShutdownTimeout: 2 * time.Second,
+		Logger:          asynqLogger{cfg.Logger.With("component", "asynq")},
+		LogLevel:        asynq.WarnLevel,
+	})
 	return d, nil
 }
 
-// consumerName names this process in the outbox consumer group.
+// consumerName names this process in the outbox group.
 func consumerName() string {
 	host, _ := os.Hostname()
 	b := make([]byte, 4)
@@ -133,10 +157,13 @@ func consumerName() string {
 	return fmt.Sprintf("%s-%d-%s", host, os.Getpid(), hex.EncodeToString(b))
 }
 
-// Start starts the Asynq workers, then the relay and the maintenance loop
-// (breaker marks, orphaned tasks, abandoned outbox entries). It does not
-// block. ctx's values reach the loops; its cancellation does not stop
-// them: Shutdown does.
+// queueOf is the webhook queue of a session's shard.
+func (d *Dispatcher) queueOf(sh keyspace.Shard) string { return keyspace.WebhookQueue(d.queues, sh) }
+
+// Start starts the workers, the Asynq server of retries, then the relays
+// and the maintenance loop (stale outbox entries, orphaned tasks, breaker
+// marks). It does not block. ctx's values reach the loops; its
+// cancellation does not stop them: Shutdown does.
 func (d *Dispatcher) Start(ctx context.Context) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -144,15 +171,15 @@ func (d *Dispatcher) Start(ctx context.Context) error {
 		return errors.New("dispatcher: Start called twice or after Shutdown")
 	}
 	go d.rec.run()
-	for i, srv := range d.servers {
-		if err := srv.Start(asynq.HandlerFunc(d.processTask)); err != nil {
-			for _, started := range d.servers[:i] {
-				started.Shutdown()
-			}
-			d.rec.close()
-			d.state = stateStopped
-			return fmt.Errorf("dispatcher: start workers: %w", err)
-		}
+	for range d.cfg.Concurrency {
+		d.workers.Go(d.work)
+	}
+	if err := d.server.Start(asynq.HandlerFunc(d.processTask)); err != nil {
+		close(d.jobs)
+		d.workers.Wait()
+		d.rec.close()
+		d.state = stateStopped
+		return fmt.Errorf("dispatcher: start workers: %w", err)
 	}
 	d.state = stateStarted
 	loopCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
@@ -162,34 +189,33 @@ func (d *Dispatcher) Start(ctx context.Context) error {
 		d.log.Warn("read disabled endpoints", "err", err.Error())
 	}
 	stop()
-	d.loops.Go(func() { d.relay(loopCtx) })
+	for sh := range keyspace.Shards {
+		d.loops.Go(func() { d.relay(loopCtx, keyspace.Shard(sh)) })
+	}
 	d.loops.Go(func() { d.maintain(loopCtx) })
 	return nil
 }
 
 // Shutdown stops the dispatcher in the order that loses nothing: first
-// the producers (relay, maintenance loop), then the workers stop taking
-// tasks and the deliveries in flight may finish until shortly before
-// ctx's deadline. Those still running then are cancelled and given back
-// to the queue due at once, without using up an attempt, for whichever
-// process runs next. It returns ctx's error if it had to cut deliveries off.
+// the producers (relays, maintenance loop), then the deliveries in flight
+// may finish until shortly before ctx's deadline. Those still running then
+// are cancelled: a first attempt's outbox entry stays unacknowledged, for
+// another replica or the next process; a retry is given back to its queue
+// due at once, without using up an attempt. It returns ctx's error if it
+// had to cut deliveries off.
 func (d *Dispatcher) Shutdown(ctx context.Context) error {
 	d.mu.Lock()
 	state := d.state
 	d.state = stateStopped
 	d.mu.Unlock()
-	switch state {
-	case stateNew:
-		return nil
-	case stateStopped:
+	if state != stateStarted {
 		return nil
 	}
 	d.cancel()
 	d.loops.Wait()
+	close(d.jobs) // the relays are gone: no more first attempts
 
-	for _, srv := range d.servers {
-		srv.Stop()
-	}
+	d.server.Stop()
 	drainCtx, cancel := context.WithCancel(ctx)
 	if deadline, ok := ctx.Deadline(); ok {
 		// Leave time to put the cut-off tasks back.
@@ -207,11 +233,8 @@ func (d *Dispatcher) Shutdown(ctx context.Context) error {
 		d.cutOff()
 		err = fmt.Errorf("dispatcher: shutdown cut %d deliveries off: %w", n, ctx.Err())
 	}
-	var wg sync.WaitGroup
-	for _, srv := range d.servers {
-		wg.Go(srv.Shutdown)
-	}
-	wg.Wait()
+	d.server.Shutdown()
+	d.workers.Wait()
 	d.rec.close() // after the workers: it writes their records
 	d.cutOff()
 	d.transport.CloseIdleConnections()
@@ -255,7 +278,7 @@ func (d *Dispatcher) refreshMarks(ctx context.Context) error {
 
 // retryDelay is the Asynq server's RetryDelayFunc. failures is the task's
 // retry count before this failure.
-func (d *Dispatcher) retryDelay(failures int, err error, _ *asynq.Task) time.Duration {
+func (d *Dispatcher) retryDelay(failures int, err error, t *asynq.Task) time.Duration {
 	var de *deferError
 	var ae *attemptError
 	switch {
@@ -266,7 +289,11 @@ func (d *Dispatcher) retryDelay(failures int, err error, _ *asynq.Task) time.Dur
 	case errors.As(err, &ae) && ae.retryAfter > 0:
 		return notEarlier(d.schedule.clamp(ae.retryAfter), time.Now())
 	}
-	return notEarlier(d.schedule.delay(failures+1), time.Now())
+	failed := 0
+	if p, perr := decodePayload(t.Payload()); perr == nil {
+		failed = p.Failed
+	}
+	return notEarlier(d.schedule.delay(failed+failures+1), time.Now())
 }
 
 // notEarlier returns a delay from now that Asynq, which keeps due times in
@@ -298,28 +325,30 @@ func (d *Dispatcher) isFailure(err error) bool {
 
 // Stats counts what this process did since New.
 type Stats struct {
-	Enqueued  int64 // delivery tasks the relay enqueued
+	Attempts  int64 // first attempts made by the workers
 	Succeeded int64 // attempts answered 2xx
 	Failed    int64 // attempts that failed
 	Dead      int64 // deliveries given up (archived)
 	Deferred  int64 // deliveries deferred by a breaker or a busy endpoint
 	Requeued  int64 // tasks given back after their worker died
+	Dropped   int64 // deliveries of purged sessions, not sent
 }
 
 type counters struct {
-	enqueued, succeeded, failed, dead, deferred, requeued atomic.Int64
+	attempts, succeeded, failed, dead, deferred, requeued, dropped atomic.Int64
 }
 
 // Stats returns the counters.
 func (d *Dispatcher) Stats() Stats {
 	c := &d.stats
 	return Stats{
-		Enqueued:  c.enqueued.Load(),
+		Attempts:  c.attempts.Load(),
 		Succeeded: c.succeeded.Load(),
 		Failed:    c.failed.Load(),
 		Dead:      c.dead.Load(),
 		Deferred:  c.deferred.Load(),
 		Requeued:  c.requeued.Load(),
+		Dropped:   c.dropped.Load(),
 	}
 }
 

@@ -11,15 +11,18 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/sessiond/sessiond/dispatcher"
+	"github.com/sessiond/sessiond/lifecycle"
 )
 
-// Wiring a dispatcher: endpoints with filters and a secret rotation, and a
-// shutdown that lets deliveries in
-// flight finish within its deadline. (Compiled, not run: it needs Redis.)
+// Wiring a dispatcher: it reads the lifecycle's outbox and event details,
+// delivers to endpoints with filters and a secret rotation, and on
+// shutdown lets deliveries in flight finish within its deadline. (Compiled,
+// not run: it needs Redis.)
 func Example() {
 	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:6379", PoolSize: 200})
 	defer rdb.Close()
-	d, err := dispatcher.New(rdb, dispatcher.Config{
+	svc := lifecycle.New(rdb, lifecycle.Config{})
+	d, err := dispatcher.New(rdb, svc, dispatcher.Config{
 		Endpoints: []dispatcher.Endpoint{
 			{ID: "default", URL: "https://hooks.example.com/idv", Secrets: []string{
 				"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", // current
@@ -43,6 +46,6 @@ func Example() {
 	shutdown, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := d.Shutdown(shutdown); err != nil {
-		log.Print(err) // deliveries cut off are retried by the next process
+		log.Print(err) // first attempts cut off are claimed by another replica or the next process; retries are given back to Asynq
 	}
 }

@@ -7,6 +7,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/sessiond/sessiond/internal/redistest"
 )
 
 // One endpoint hangs, another is healthy. The healthy one's deliveries are
@@ -15,6 +17,10 @@ import (
 // it recovers.
 func TestHangingEndpointDoesNotDelayHealthy(t *testing.T) {
 	t.Parallel()
+	redistest.ForEachTopology(t, func(t *testing.T, tg redistest.Target) { testHangingEndpoint(t, tg) })
+}
+
+func testHangingEndpoint(t *testing.T, tg redistest.Target) {
 	const sessions = 30
 	fast, slow := newReceiver(t, testSecret), newReceiver(t, testSecret)
 	var hanging atomic.Bool
@@ -22,7 +28,7 @@ func TestHangingEndpointDoesNotDelayHealthy(t *testing.T) {
 	release := make(chan struct{})
 	var closeOnce sync.Once
 	t.Cleanup(func() { closeOnce.Do(func() { close(release) }) })
-	slow.setAnswer(func(w http.ResponseWriter, r *http.Request, _ *receipt, _ int) int {
+	slow.setAnswer(func(w http.ResponseWriter, r *http.Request, _ int) int {
 		if hanging.Load() {
 			select {
 			case <-r.Context().Done():
@@ -41,7 +47,7 @@ func TestHangingEndpointDoesNotDelayHealthy(t *testing.T) {
 	// Three retries: if deferrals used up attempts, these deliveries,
 	// deferred many times, would be dead.
 	cfg.RetrySchedule = []time.Duration{10 * time.Millisecond, 10 * time.Millisecond, 10 * time.Millisecond}
-	e := newEnv(t, cfg)
+	e := newEnv(t, tg, cfg)
 
 	start := make(map[string]time.Time, sessions)
 	var eventIDs []string
@@ -68,9 +74,6 @@ func TestHangingEndpointDoesNotDelayHealthy(t *testing.T) {
 	})
 	hanging.Store(false)
 	closeOnce.Do(func() { close(release) })
-	for _, id := range eventIDs {
-		slow.waitN(id, 1, 30*time.Second)
-	}
 	t.Cleanup(func() {
 		if !t.Failed() {
 			return
@@ -84,7 +87,7 @@ func TestHangingEndpointDoesNotDelayHealthy(t *testing.T) {
 		}
 		t.Logf("stats %+v now %s", e.d.Stats(), time.Now().Format("05.000"))
 	})
-	waitFor(t, 30*time.Second, "every delivery to the slow endpoint to succeed", func() bool {
+	slow.waitUntil(30*time.Second, "every delivery to the slow endpoint to succeed", func() bool {
 		for _, id := range eventIDs {
 			got := slow.byID(id)
 			if len(got) == 0 || got[len(got)-1].answerCode != http.StatusOK {

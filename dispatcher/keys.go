@@ -5,13 +5,10 @@ import (
 	"strings"
 )
 
-// Every Redis name the dispatcher uses is built here. A delivery's keys
-// carry the hash tag {<session id>} so that one script touches one slot.
-//
-//	sessiond:{<sid>}:delivery:<did>  hash    a delivery's record; field a:<n> is attempt n (JSON)
-//	sessiond:{<sid>}:deliveries      zset    the session's delivery ids, score created (ms)
-//	sessiond:webhook:disabled        hash    endpoint id -> why and when it was disabled (JSON)
-//	sessiond:outbox                  stream  the lifecycle's events, read by group relayGroup
+// The dispatcher's Redis keys are named by internal/keyspace: a session's
+// deliveries (a hash in the session's shard, field "<event id>~<endpoint
+// id>"), the endpoints' disabled marks, the shards' outbox streams it reads
+// through the consumer group relayGroup.
 //
 // Asynq's own keys, in the layout of Asynq v0.26 (internal/base), which the
 // orphan sweep (recover.go) reads and changes:
@@ -21,21 +18,8 @@ import (
 //	asynq:{<queue>}:pending  list  pending task ids, the next one at the tail
 //	asynq:{<queue>}:t:<id>   hash  a task: msg, state, pending_since
 
-const keyPrefix = "sessiond:"
-
-func deliveryKey(sessionID, deliveryID string) string {
-	return keyPrefix + "{" + sessionID + "}:delivery:" + deliveryID
-}
-
-func deliveriesKey(sessionID string) string {
-	return keyPrefix + "{" + sessionID + "}:deliveries"
-}
-
-// disabledKey holds the endpoints disabled by a 410 answer.
-const disabledKey = keyPrefix + "webhook:disabled"
-
 // relayGroup is the outbox consumer group of every dispatcher replica.
-const relayGroup = "sessiond:dispatcher"
+const relayGroup = "dispatcher"
 
 func asynqQueuePrefix(queue string) string { return "asynq:{" + queue + "}:" }
 func asynqLeaseKey(queue string) string    { return asynqQueuePrefix(queue) + "lease" }
@@ -68,6 +52,9 @@ func parseDeliveryID(id string) (sessionID, eventID, endpointID string, ok bool)
 	}
 	return parts[0], parts[1], parts[2], true
 }
+
+// recordField is a delivery's field in its session's deliveries hash.
+func recordField(eventID, endpointID string) string { return eventID + idSep + endpointID }
 
 // idPart reports whether s is 1 to 80 of [A-Za-z0-9_-].
 func idPart(s string) bool {

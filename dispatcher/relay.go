@@ -12,28 +12,32 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/sessiond/sessiond/internal/keyspace"
 	"github.com/sessiond/sessiond/lifecycle"
 )
 
-// The relay moves events from the outbox stream into delivery tasks. Each
-// replica reads new entries with XREADGROUP, so an entry goes to one
-// replica; for each entry it (1) creates the delivery records, (2)
-// enqueues one task per delivery with the delivery id as TaskID, (3)
-// acknowledges the entry. Every step can run twice: a record is created
-// once and remembers whether its delivery is finished, a second enqueue
-// conflicts on the TaskID. An entry whose replica died before (3) stays
-// pending in the group and is claimed by the maintenance loop after
-// Config.ClaimIdle.
+// The relay moves events from the shards' outbox streams to the workers.
+// Each replica reads every shard's stream through one consumer group, so an
+// entry goes to one replica. For each entry and each endpoint that wants it
+// the relay hands a first attempt to the worker pool; the worker that
+// records the entry's last delivery acknowledges the entry in the same
+// script. An entry whose replica died before that stays pending in the
+// group and is claimed by another replica's maintenance loop after
+// Config.ClaimIdle; its deliveries that already have a record are not made
+// again. A live replica keeps its entries' idle time low while it delivers
+// them (XCLAIM JUSTID), so a slow receiver does not get them claimed.
 
 const (
 	// relayBlock is how long one XREADGROUP waits for new entries; it
 	// returns at once when one arrives. It bounds how long Shutdown waits
-	// for the relay.
-	relayBlock = 500 * time.Millisecond
-	// enqueueConcurrency is how many enqueues of a batch run at once
-	// (Asynq has no pipelined enqueue).
-	enqueueConcurrency = 32
-	// maintainEvery is the period of the maintenance loop.
+	// for the relays, and sets their idle cost (one read per shard per
+	// relayBlock).
+	relayBlock = 2 * time.Second
+	// maintainEvery is the longest period of the maintenance loop. It is
+	// shorter when Config.ClaimIdle is under 4 s (maintainPeriod): the
+	// loop keeps this process's entries in flight fresh, and an entry can
+	// go two periods without being refreshed, which must stay well under
+	// ClaimIdle or a live replica's entries get claimed and sent twice.
 	maintainEvery = time.Second
 	// consumerCleanupEvery and consumerIdle: consumers of the outbox group
 	// with nothing pending and idle that long are removed (they were
@@ -42,27 +46,38 @@ const (
 	consumerIdle         = time.Hour
 )
 
-// relay reads new outbox entries until ctx is done.
-func (d *Dispatcher) relay(ctx context.Context) {
+// entry is one outbox entry being delivered.
+type entry struct {
+	shard keyspace.Shard
+	id    string
+	left  atomic.Int32 // deliveries not yet recorded
+}
+
+// job is one first attempt for a worker.
+type job struct {
+	entry *entry
+	ev    *lifecycle.Event
+	ep    *endpoint
+	body  []byte
+}
+
+// relay reads shard sh's new outbox entries until ctx is done.
+func (d *Dispatcher) relay(ctx context.Context, sh keyspace.Shard) {
 	bo := loopBackoff()
+	stream := d.keys.Outbox(sh)
 	groupReady := false
-	own := false // read this consumer's unacknowledged entries first
 	for ctx.Err() == nil {
 		if !groupReady {
-			if err := d.ensureGroup(ctx); err != nil {
+			if err := d.ensureGroup(ctx, stream); err != nil {
 				d.pause(ctx, bo, "create outbox consumer group", err)
 				continue
 			}
 			groupReady = true
 		}
-		start := ">"
-		if own {
-			start = "0"
-		}
 		res, err := d.rdb.XReadGroup(ctx, &redis.XReadGroupArgs{
 			Group:    relayGroup,
 			Consumer: d.consumer,
-			Streams:  []string{lifecycle.OutboxKey, start},
+			Streams:  []string{stream, ">"},
 			Count:    int64(d.cfg.RelayBatch),
 			Block:    relayBlock,
 		}).Result()
@@ -80,30 +95,20 @@ func (d *Dispatcher) relay(ctx context.Context) {
 			d.pause(ctx, bo, "read outbox", err)
 			continue
 		}
-		var msgs []redis.XMessage
 		if len(res) > 0 {
-			msgs = res[0].Messages
-		}
-		if own && len(msgs) == 0 {
-			own = false
-			continue
-		}
-		if err := d.relayBatch(ctx, msgs); err != nil {
-			if ctx.Err() != nil {
-				return
+			if err := d.handle(ctx, sh, res[0].Messages, false); err != nil && ctx.Err() == nil {
+				d.pause(ctx, bo, "relay events", err)
+				continue
 			}
-			own = true
-			d.pause(ctx, bo, "relay events", err)
-			continue
 		}
 		bo.Reset()
 	}
 }
 
-// ensureGroup creates the outbox consumer group, reading from the oldest
-// kept event, unless it exists.
-func (d *Dispatcher) ensureGroup(ctx context.Context) error {
-	err := d.rdb.XGroupCreateMkStream(ctx, lifecycle.OutboxKey, relayGroup, "0").Err()
+// ensureGroup creates the outbox consumer group of a stream, reading from
+// the oldest kept event, unless it exists.
+func (d *Dispatcher) ensureGroup(ctx context.Context, stream string) error {
+	err := d.rdb.XGroupCreateMkStream(ctx, stream, relayGroup, "0").Err()
 	if err != nil && !strings.HasPrefix(err.Error(), "BUSYGROUP") {
 		return err
 	}
@@ -114,130 +119,167 @@ func isNoGroup(err error) bool {
 	return err != nil && strings.HasPrefix(err.Error(), "NOGROUP")
 }
 
-// enqueueJob is one delivery task to enqueue.
-type enqueueJob struct {
-	taskID  string
-	payload *taskPayload
-}
-
-// relayBatch creates the deliveries of a batch of outbox entries, enqueues
-// them and acknowledges the entries. On error nothing is acknowledged and
-// the whole batch may run again.
-func (d *Dispatcher) relayBatch(ctx context.Context, msgs []redis.XMessage) error {
-	if len(msgs) == 0 {
-		return nil
-	}
-	var (
-		records []*newDelivery
-		jobs    []enqueueJob
-		ids     = make([]string, 0, len(msgs))
-	)
+// handle turns a batch of shard sh's outbox entries into first attempts for
+// the workers. claimed entries were another consumer's: their deliveries
+// that have a record already are left out. An error leaves the entries
+// not yet handed over pending, for a later claim.
+func (d *Dispatcher) handle(ctx context.Context, sh keyspace.Shard, msgs []redis.XMessage, claimed bool) error {
+	var acks []string
+	var events []*lifecycle.Event
 	for _, m := range msgs {
-		ids = append(ids, m.ID)
-		ev, err := lifecycle.ParseEvent(m)
+		ev, err := lifecycle.ParseEvent(sh, m)
 		if err != nil {
 			d.log.Error("skipping malformed outbox entry", "cursor", m.ID, "err", err.Error())
+			acks = append(acks, m.ID)
 			continue
 		}
-		for _, ep := range d.order {
-			if !ep.wants(ev.Type) || ep.disabledNow() {
-				continue
+		if ev.Type == lifecycle.EventPurged {
+			if err := d.dropSession(ctx, sh, ev.SessionID); err != nil {
+				return err
 			}
-			id := deliveryID(ev.SessionID, ev.ID, ep.id)
-			if id == "" {
-				d.log.Error("skipping event with an id unfit for a delivery id", "cursor", m.ID, "event_id", ev.ID)
-				continue
-			}
-			records = append(records, &newDelivery{
-				id: id, sessionID: ev.SessionID, eventID: ev.ID, eventType: ev.Type,
-				endpointID: ep.id, url: ep.shownURL, cursor: m.ID, eventAt: ev.Timestamp.Time,
-			})
-			jobs = append(jobs, enqueueJob{taskID: id, payload: &taskPayload{
-				Delivery: id, Session: ev.SessionID, Event: ev.ID, Type: ev.Type, Endpoint: ep.id, Body: ev.Body,
-			}})
+			acks = append(acks, m.ID)
+			continue
 		}
+		if len(d.wanting(ev.Type)) == 0 {
+			acks = append(acks, m.ID)
+			continue
+		}
+		events = append(events, ev)
 	}
-	statuses, err := d.store.create(ctx, records)
+	data, full, err := d.events.EventDetails(ctx, events)
 	if err != nil {
 		return err
 	}
-	todo := jobs[:0]
-	for i, j := range jobs {
-		// A finished delivery is not sent again, even after its task's
-		// retention.
-		if s := statuses[i]; s != StatusSucceeded && s != StatusDead {
-			todo = append(todo, j)
+	var done map[string]bool // claimed entries: the deliveries with a record
+	if claimed {
+		if done, err = d.recorded(ctx, sh, events); err != nil {
+			return err
 		}
 	}
-	if err := d.enqueueAll(ctx, todo); err != nil {
-		return err
+	var jobs []*job
+	for i, ev := range events {
+		if !full[i] {
+			d.stats.dropped.Add(1) // purged meanwhile
+			acks = append(acks, ev.Cursor)
+			continue
+		}
+		body, err := ev.WebhookBody(data[i])
+		if err != nil {
+			return err
+		}
+		e := &entry{shard: sh, id: ev.Cursor}
+		var eps []*endpoint
+		for _, ep := range d.wanting(ev.Type) {
+			if !done[recordField(ev.ID, ep.id)] {
+				eps = append(eps, ep)
+			}
+		}
+		if len(eps) == 0 {
+			acks = append(acks, ev.Cursor)
+			continue
+		}
+		e.left.Store(int32(len(eps)))
+		for _, ep := range eps {
+			jobs = append(jobs, &job{entry: e, ev: ev, ep: ep, body: body})
+		}
 	}
-	if err := d.rdb.XAck(ctx, lifecycle.OutboxKey, relayGroup, ids...).Err(); err != nil {
-		return err
+	if len(acks) > 0 {
+		if err := d.rdb.XAck(ctx, d.keys.Outbox(sh), relayGroup, acks...).Err(); err != nil {
+			return err
+		}
+	}
+	for _, j := range jobs {
+		d.flight.add(sh, j.entry.id)
+		select {
+		case d.jobs <- j:
+		case <-ctx.Done():
+			d.flight.remove(sh, j.entry.id) // a claim takes it over
+			return ctx.Err()
+		}
 	}
 	return nil
 }
 
-// enqueueAll enqueues jobs, several at a time.
-func (d *Dispatcher) enqueueAll(ctx context.Context, jobs []enqueueJob) error {
-	if len(jobs) == 1 {
-		return d.enqueue(ctx, jobs[0])
+// wanting lists the endpoints that get events of typ.
+func (d *Dispatcher) wanting(typ string) []*endpoint {
+	var out []*endpoint
+	for _, ep := range d.order {
+		if ep.wants(typ) && !ep.disabledNow() {
+			out = append(out, ep)
+		}
 	}
-	var (
-		next atomic.Int64
-		wg   sync.WaitGroup
-		errs = make([]error, min(len(jobs), enqueueConcurrency))
-	)
-	for w := range errs {
-		wg.Go(func() {
-			for {
-				i := int(next.Add(1)) - 1
-				if i >= len(jobs) {
-					return
-				}
-				if err := d.enqueue(ctx, jobs[i]); err != nil {
-					errs[w] = err
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	return errors.Join(errs...)
+	return out
 }
 
-// enqueue adds one delivery task; a task with the same id already there
-// counts as done.
-func (d *Dispatcher) enqueue(ctx context.Context, j enqueueJob) error {
-	payload, err := j.payload.encode()
+// recorded returns which deliveries of events have a record already.
+func (d *Dispatcher) recorded(ctx context.Context, sh keyspace.Shard, events []*lifecycle.Event) (map[string]bool, error) {
+	p := d.rdb.Pipeline()
+	cmds := make([]*redis.StringSliceCmd, len(events))
+	for i, ev := range events {
+		cmds[i] = p.HKeys(ctx, d.keys.Deliveries(sh, ev.SessionID))
+	}
+	if _, err := p.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return nil, err
+	}
+	done := map[string]bool{}
+	for _, c := range cmds {
+		for _, f := range c.Val() {
+			done[f] = true
+		}
+	}
+	return done, nil
+}
+
+// dropSession drops the deliveries of a purged session: its retry,
+// deferred, replay and dead tasks leave Asynq, and its records go. Nothing
+// named after the session stays.
+func (d *Dispatcher) dropSession(ctx context.Context, sh keyspace.Shard, sessionID string) error {
+	ds, sums, err := d.store.list(ctx, sh, sessionID)
 	if err != nil {
 		return err
 	}
-	_, err = d.client.EnqueueContext(ctx, asynq.NewTask(taskType, payload),
-		asynq.TaskID(j.taskID),
-		asynq.Queue(d.cfg.Queue),
-		// One more than the schedule, so that a deferral at the last
-		// attempt is not archived; the handler archives (SkipRetry)
-		// when the schedule is used up.
-		asynq.MaxRetry(d.schedule.retries()+1),
-		asynq.Timeout(d.taskTimeout),
-		asynq.Retention(d.cfg.TaskRetention),
-	)
-	switch {
-	case errors.Is(err, asynq.ErrTaskIDConflict):
-		return nil
-	case err != nil:
+	queue := d.queueOf(sh)
+	for _, dl := range ds {
+		ids := []string{dl.ID}
+		for n := int64(1); n <= sums[dl.ID].Replays; n++ {
+			ids = append(ids, replayTaskID(dl.ID, n))
+		}
+		for _, tid := range ids {
+			err := d.inspector.DeleteTask(queue, tid)
+			if err != nil && !errors.Is(err, asynq.ErrTaskNotFound) && !errors.Is(err, asynq.ErrQueueNotFound) {
+				// An active task cannot be deleted; it finds the session
+				// gone and stops. Anything else: try the entry again.
+				if !strings.Contains(err.Error(), "active") {
+					return err
+				}
+			}
+		}
+		if dl.Status != StatusSucceeded && dl.Status != StatusDead {
+			d.stats.dropped.Add(1)
+		}
+	}
+	if err := d.rdb.Del(ctx, d.keys.Deliveries(sh, sessionID)).Err(); err != nil {
 		return err
 	}
-	d.stats.enqueued.Add(1)
+	if len(ds) > 0 {
+		d.log.Debug("dropped the deliveries of a purged session", "session_id", sessionID, "deliveries", len(ds))
+	}
 	return nil
+}
+
+// maintainPeriod is the period of the maintenance loop for a ClaimIdle:
+// at most a quarter of it, and at most maintainEvery.
+func maintainPeriod(claimIdle time.Duration) time.Duration {
+	return min(maintainEvery, claimIdle/4)
 }
 
 // maintain runs the periodic work until ctx is done: it refreshes the
-// disabled marks, gives orphaned tasks back, claims outbox entries that a
-// dead replica left unacknowledged and removes stopped consumers.
+// disabled marks, keeps this process's entries in flight from going
+// stale, claims the entries a dead replica left (every period, so that
+// one is claimed within ClaimIdle plus a period), gives orphaned tasks
+// back and removes stopped consumers.
 func (d *Dispatcher) maintain(ctx context.Context) {
-	t := time.NewTicker(maintainEvery)
+	t := time.NewTicker(d.tick)
 	defer t.Stop()
 	var lastCleanup time.Time
 	for {
@@ -249,29 +291,51 @@ func (d *Dispatcher) maintain(ctx context.Context) {
 		if err := d.refreshMarks(ctx); err != nil && ctx.Err() == nil {
 			d.log.Debug("read disabled endpoints", "err", err.Error())
 		}
-		n, err := requeueOrphans(ctx, d.rdb, d.cfg.Queue, d.cfg.OrphanAfter, time.Now())
-		if err != nil && ctx.Err() == nil {
-			d.log.Debug("requeue orphaned deliveries", "err", err.Error())
+		d.touch(ctx)
+		for _, q := range d.queues {
+			n, err := requeueOrphans(ctx, d.rdb, q, d.cfg.OrphanAfter, time.Now())
+			if err != nil && ctx.Err() == nil {
+				d.log.Debug("requeue orphaned deliveries", "err", err.Error())
+			}
+			if n > 0 {
+				d.stats.requeued.Add(int64(n))
+				d.log.Warn("gave back deliveries whose worker died", "deliveries", n)
+			}
 		}
-		if n > 0 {
-			d.stats.requeued.Add(int64(n))
-			d.log.Warn("gave back deliveries whose worker died", "deliveries", n)
+		for sh := range keyspace.Shards {
+			d.claim(ctx, keyspace.Shard(sh))
 		}
-		d.claim(ctx)
-		if now := time.Now(); now.Sub(lastCleanup) >= consumerCleanupEvery {
+		now := time.Now()
+		if now.Sub(lastCleanup) >= consumerCleanupEvery {
 			lastCleanup = now
-			d.removeStoppedConsumers(ctx)
+			for sh := range keyspace.Shards {
+				d.removeStoppedConsumers(ctx, d.keys.Outbox(keyspace.Shard(sh)))
+			}
 		}
 	}
 }
 
-// claim takes over outbox entries left unacknowledged for ClaimIdle and
-// relays them.
-func (d *Dispatcher) claim(ctx context.Context) {
+// touch resets the idle time of the entries this process has been
+// delivering for a while, so that no other replica claims them.
+func (d *Dispatcher) touch(ctx context.Context) {
+	for sh, ids := range d.flight.stale(time.Now().Add(-d.tick)) {
+		err := d.rdb.XClaimJustID(ctx, &redis.XClaimArgs{
+			Stream: d.keys.Outbox(sh), Group: relayGroup, Consumer: d.consumer, MinIdle: 0, Messages: ids,
+		}).Err()
+		if err != nil && ctx.Err() == nil {
+			d.log.Debug("keep outbox entries", "err", err.Error())
+		}
+	}
+}
+
+// claim takes over shard sh's outbox entries left unacknowledged for
+// ClaimIdle and relays them.
+func (d *Dispatcher) claim(ctx context.Context, sh keyspace.Shard) {
+	stream := d.keys.Outbox(sh)
 	start := "0-0"
 	for ctx.Err() == nil {
 		msgs, next, err := d.rdb.XAutoClaim(ctx, &redis.XAutoClaimArgs{
-			Stream:   lifecycle.OutboxKey,
+			Stream:   stream,
 			Group:    relayGroup,
 			Consumer: d.consumer,
 			MinIdle:  d.cfg.ClaimIdle,
@@ -286,7 +350,7 @@ func (d *Dispatcher) claim(ctx context.Context) {
 		}
 		if len(msgs) > 0 {
 			d.log.Info("claimed outbox entries of a stopped relay", "entries", len(msgs))
-			if err := d.relayBatch(ctx, msgs); err != nil {
+			if err := d.handle(ctx, sh, msgs, true); err != nil {
 				if ctx.Err() == nil {
 					d.log.Warn("relay claimed events", "err", err.Error())
 				}
@@ -302,16 +366,63 @@ func (d *Dispatcher) claim(ctx context.Context) {
 
 // removeStoppedConsumers deletes group consumers with nothing pending that
 // have been idle for consumerIdle.
-func (d *Dispatcher) removeStoppedConsumers(ctx context.Context) {
-	cs, err := d.rdb.XInfoConsumers(ctx, lifecycle.OutboxKey, relayGroup).Result()
+func (d *Dispatcher) removeStoppedConsumers(ctx context.Context, stream string) {
+	cs, err := d.rdb.XInfoConsumers(ctx, stream, relayGroup).Result()
 	if err != nil {
 		return
 	}
 	for _, c := range cs {
 		if c.Name != d.consumer && c.Pending == 0 && c.Idle >= consumerIdle {
-			_ = d.rdb.XGroupDelConsumer(ctx, lifecycle.OutboxKey, relayGroup, c.Name).Err()
+			_ = d.rdb.XGroupDelConsumer(ctx, stream, relayGroup, c.Name).Err()
 		}
 	}
+}
+
+// flight is the set of outbox entries this process is delivering, with
+// when each was last kept fresh.
+type flight struct {
+	mu sync.Mutex
+	m  [keyspace.Shards]map[string]time.Time
+}
+
+func newFlight() *flight {
+	f := &flight{}
+	for i := range f.m {
+		f.m[i] = map[string]time.Time{}
+	}
+	return f
+}
+
+func (f *flight) add(sh keyspace.Shard, id string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, ok := f.m[sh][id]; !ok {
+		f.m[sh][id] = time.Now()
+	}
+}
+
+func (f *flight) remove(sh keyspace.Shard, id string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.m[sh], id)
+}
+
+// stale returns the entries last kept fresh before t, by shard, and marks
+// them fresh now.
+func (f *flight) stale(t time.Time) map[keyspace.Shard][]string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := map[keyspace.Shard][]string{}
+	now := time.Now()
+	for sh, m := range f.m {
+		for id, at := range m {
+			if at.Before(t) {
+				out[keyspace.Shard(sh)] = append(out[keyspace.Shard(sh)], id)
+				m[id] = now
+			}
+		}
+	}
+	return out
 }
 
 // loopBackoff paces a loop's retries after errors: 50ms growing to 2s.

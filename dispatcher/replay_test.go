@@ -1,6 +1,7 @@
 package dispatcher
 
 import (
+	"bytes"
 	"errors"
 	"net/http"
 	"strings"
@@ -9,6 +10,8 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+
+	"github.com/sessiond/sessiond/internal/redistest"
 )
 
 // A delivery that keeps failing is dead after the schedule, archived in
@@ -16,11 +19,15 @@ import (
 // same webhook-id and the next attempt number.
 func TestDeadThenReplay(t *testing.T) {
 	t.Parallel()
+	redistest.ForEachTopology(t, testDeadThenReplay)
+}
+
+func testDeadThenReplay(t *testing.T, tg redistest.Target) {
 	rv := newReceiver(t, testSecret)
 	long := strings.Repeat("x", 10<<10)
 	var failing atomic.Bool
 	failing.Store(true)
-	rv.setAnswer(func(w http.ResponseWriter, _ *http.Request, _ *receipt, _ int) int {
+	rv.setAnswer(func(w http.ResponseWriter, _ *http.Request, _ int) int {
 		if failing.Load() {
 			http.Error(w, long, http.StatusInternalServerError)
 			return http.StatusInternalServerError
@@ -29,21 +36,18 @@ func TestDeadThenReplay(t *testing.T) {
 	})
 	cfg := testConfig(rv.endpoint("default"))
 	cfg.RetrySchedule = []time.Duration{10 * time.Millisecond, 20 * time.Millisecond}
-	e := newEnv(t, cfg)
+	e := newEnv(t, tg, cfg)
 	sid := e.create("user-1")
 	ev := e.events(sid)[0]
 	did := deliveryID(sid, ev.ID, "default")
 
-	waitFor(t, 10*time.Second, "delivery dead", func() bool {
-		ds := e.deliveries(sid)
-		return len(ds) == 1 && ds[0].Status == StatusDead
-	})
-	// Archived in Asynq, where the UI shows it.
-	// The record is written just before Asynq archives the task.
-	insp := asynq.NewInspectorFromRedisClient(e.rdb)
+	e.waitStatus(sid, did, StatusDead, 3)
+	// Archived in Asynq, in the queue of the session's shard, where the
+	// UI shows it. The record is written just before Asynq archives the
+	// task.
 	waitFor(t, 5*time.Second, "the task archived", func() bool {
-		info, err := insp.GetTaskInfo(e.d.cfg.Queue, did)
-		return err == nil && info.State == asynq.TaskStateArchived
+		info, err := e.task(sid, did)
+		return err == nil && info.State == asynq.TaskStateArchived && info.Queue == e.queue(sid)
 	})
 
 	list, err := e.d.Deliveries(e.ctx, sid)
@@ -73,16 +77,17 @@ func TestDeadThenReplay(t *testing.T) {
 	if replayed.ID != did || len(replayed.Attempts) < 3 {
 		t.Errorf("replay answer = %+v", replayed)
 	}
-	got := rv.waitN(ev.ID, 4, 5*time.Second)
-	if got[3].attempt != 4 || got[3].v1Valid != 1 {
-		t.Errorf("replay request: attempt %d, valid %d", got[3].attempt, got[3].v1Valid)
+	got := rv.waitN(ev.ID, 4, 10*time.Second)
+	if got[3].attempt != 4 || got[3].v1Valid != 1 || got[3].id != ev.ID || !bytes.Equal(got[3].body, got[0].body) {
+		t.Errorf("replay request: attempt %d, valid %d, id %s", got[3].attempt, got[3].v1Valid, got[3].id)
 	}
-	waitFor(t, 5*time.Second, "replay succeeded", func() bool {
-		ds := e.deliveries(sid)
-		return len(ds) == 1 && ds[0].Status == StatusSucceeded && len(ds[0].Attempts) == 4
-	})
-	if a := e.deliveries(sid)[0].Attempts[3]; a.StatusCode != 200 || a.ResponseBody != "{\"ok\":true}\n" || a.ResponseTruncated {
+	d := e.waitStatus(sid, did, StatusSucceeded, 4)
+	// A success keeps no response body.
+	if a := d.Attempts[3]; a.StatusCode != 200 || a.ResponseBody != "" || a.ResponseTruncated {
 		t.Errorf("replay attempt = %+v", a)
+	}
+	if len(d.Attempts) != 4 {
+		t.Errorf("%d attempts, want 4", len(d.Attempts))
 	}
 }
 
@@ -90,7 +95,7 @@ func TestDeadThenReplay(t *testing.T) {
 // are ErrDeliveryNotFound.
 func TestUnknownDeliveries(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, testConfig()) // no endpoints: no deliveries
+	e := newEnv(t, redistest.Open(t, "single"), testConfig()) // no endpoints: no deliveries
 	sid := e.create("user-1")
 	for _, id := range []string{sid, "6f1c3a0e-9a8e-4c1e-8d5e-2a7c0b9d4e11", "nope!"} {
 		if list, err := e.d.Deliveries(e.ctx, id); err != nil || list == nil || len(list) != 0 {

@@ -61,6 +61,11 @@ func parseRetryAfter(v string, now time.Time) (d time.Duration, ok bool) {
 		return 0, false
 	}
 	if digits(v) {
+		// Leading zeros are allowed (RFC 9110 delta-seconds is 1*DIGIT)
+		// and must not count towards the length bound.
+		if v = strings.TrimLeft(v, "0"); v == "" {
+			return 0, true
+		}
 		if len(v) > maxRetryAfterDigits {
 			v = strings.Repeat("9", maxRetryAfterDigits)
 		}

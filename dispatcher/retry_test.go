@@ -70,6 +70,8 @@ func TestParseRetryAfter(t *testing.T) {
 		{"120", 2 * time.Minute, true},
 		{" 5 ", 5 * time.Second, true},
 		{"0", 0, true},
+		{"0000000005", 5 * time.Second, true}, // leading zeros do not count towards the bound
+		{"000", 0, true},
 		{"99999999999999999999", 999999999 * time.Second, true},
 		{now.Add(90 * time.Second).Format(http1123), 90 * time.Second, true},
 		{now.Add(-time.Hour).Format(http1123), 0, true},
@@ -92,33 +94,46 @@ const http1123 = "Mon, 02 Jan 2006 15:04:05 GMT"
 
 // Only real attempts use up the schedule.
 func TestIsFailureAndRetryDelay(t *testing.T) {
-	d, err := New(nil, Config{RetrySchedule: []time.Duration{time.Minute, time.Hour}, Jitter: -1})
+	d, err := New(nil, nil, Config{RetrySchedule: []time.Duration{time.Minute, time.Hour, 2 * time.Hour}, Jitter: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
+	task := func(failed int) *asynq.Task {
+		b, err := (&taskPayload{Delivery: "s~e~p", Cursor: "1-0", Base: failed, Failed: failed}).encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return asynq.NewTask(taskType, b)
+	}
+	const late = time.Second + time.Millisecond // notEarlier's rounding up to Asynq's whole seconds
 	tests := []struct {
 		name     string
 		err      error
+		failed   int // failed attempts before the task (its payload)
+		retried  int // the task's failures so far (Asynq's count)
 		failure  bool
 		min, max time.Duration
 	}{
-		{"deferral", &deferError{reason: "busy", delay: 3 * time.Second}, false, 3 * time.Second, 3 * time.Second},
-		{"wrapped deferral", fmt.Errorf("x: %w", &deferError{delay: time.Second}), false, time.Second, time.Second},
-		{"lease expired", asynq.ErrLeaseExpired, false, 0, 0},
-		{"attempt", &attemptError{msg: "HTTP 500"}, true, time.Minute, time.Minute + time.Second + time.Millisecond},
-		{"retry-after", &attemptError{msg: "HTTP 429", retryAfter: 10 * time.Hour}, true, time.Hour, time.Hour + time.Second + time.Millisecond},
-		{"canceled, not shutting down", context.Canceled, true, time.Minute, time.Minute + time.Second + time.Millisecond},
+		{"deferral", &deferError{reason: "busy", delay: 3 * time.Second}, 1, 0, false, 3 * time.Second, 3 * time.Second},
+		{"wrapped deferral", fmt.Errorf("x: %w", &deferError{delay: time.Second}), 0, 0, false, time.Second, time.Second},
+		{"lease expired", asynq.ErrLeaseExpired, 1, 0, false, 0, 0},
+		{"deferred first attempt failed", &attemptError{msg: "HTTP 500"}, 0, 0, true, time.Minute, time.Minute + late},
+		{"first retry failed", &attemptError{msg: "HTTP 500"}, 1, 0, true, time.Hour, time.Hour + late},
+		{"second retry failed", &attemptError{msg: "HTTP 500"}, 1, 1, true, 2 * time.Hour, 2*time.Hour + late},
+		{"retry-after clamped", &attemptError{msg: "HTTP 429", retryAfter: 10 * time.Hour}, 1, 0, true, 2 * time.Hour, 2*time.Hour + late},
+		{"retry-after short", &attemptError{msg: "HTTP 429", retryAfter: time.Second}, 1, 0, true, time.Minute, time.Minute + late},
+		{"canceled, not shutting down", context.Canceled, 1, 0, true, time.Hour, time.Hour + late},
 	}
 	for _, tt := range tests {
 		if got := d.isFailure(tt.err); got != tt.failure {
 			t.Errorf("%s: isFailure = %v, want %v", tt.name, got, tt.failure)
 		}
-		if got := d.retryDelay(0, tt.err, nil); got < tt.min || got > tt.max {
+		if got := d.retryDelay(tt.retried, tt.err, task(tt.failed)); got < tt.min || got > tt.max {
 			t.Errorf("%s: retryDelay = %v, want %v to %v", tt.name, got, tt.min, tt.max)
 		}
 	}
 	d.cutting.Store(true)
-	if d.isFailure(context.Canceled) || d.retryDelay(0, context.Canceled, nil) != 0 {
+	if d.isFailure(context.Canceled) || d.retryDelay(0, context.Canceled, task(1)) != 0 {
 		t.Error("a delivery cut off by shutdown must be put back at once without a failure")
 	}
 	if !d.isFailure(errors.New("other")) {
@@ -261,20 +276,32 @@ func TestDeliveryID(t *testing.T) {
 }
 
 func TestTaskPayloadRoundTrip(t *testing.T) {
-	p := &taskPayload{Delivery: "s~e~p", Session: "s", Event: "e", Type: "session.created", Endpoint: "p", Base: 3, Replay: true,
-		Body: []byte("{\"type\":\"session.created\",\n \"data\":{}}")}
+	p := &taskPayload{Delivery: "6f1c3a0e-9a8e-4c1e-8d5e-2a7c0b9d4e11~evt_0123~default", Cursor: "1718000000000-3", Base: 3, Failed: 1, Replay: true}
 	b, err := p.encode()
 	if err != nil {
 		t.Fatal(err)
+	}
+	if want := `{"d":"6f1c3a0e-9a8e-4c1e-8d5e-2a7c0b9d4e11~evt_0123~default","c":"1718000000000-3","n":3,"f":1,"r":true}`; string(b) != want {
+		t.Errorf("encoded = %s, want %s", b, want)
 	}
 	got, err := decodePayload(b)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if string(got.Body) != string(p.Body) || got.Base != 3 || !got.Replay || got.Delivery != p.Delivery {
-		t.Errorf("round trip = %+v", got)
+	if *got != *p {
+		t.Errorf("round trip = %+v, want %+v", got, p)
 	}
-	for _, bad := range []string{"", "{}", "{}\n", `{"delivery":"s~e~p","session":"x","event":"e","endpoint":"p"}` + "\n{}"} {
+	for _, bad := range []string{
+		"", "{}", "null",
+		`{"d":"s~e~p"}`,                   // no cursor
+		`{"d":"s~e","c":"1-0"}`,           // two parts
+		`{"d":"s~e~p","c":"1"}`,           // cursor without a sequence
+		`{"d":"s~e~p","c":"1-x"}`,         // cursor not a number
+		`{"d":"s~e~p","c":"1-0","n":-1}`,  // negative base
+		`{"d":"s~e~p","c":"1-0","f":-1}`,  // negative failures
+		`{"d":"s~e~p","c":"1-0"} {}`,      // trailing data
+		`{"d":"s~e~p","c":"1-0","n":1.5}`, // not an integer
+	} {
 		if _, err := decodePayload([]byte(bad)); err == nil {
 			t.Errorf("decodePayload(%q) = nil error", bad)
 		}

@@ -1,60 +1,55 @@
 package dispatcher
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 )
 
-// taskType is the Asynq task type of a delivery.
+// taskType is the Asynq task type of a delivery's retry, deferral or
+// replay.
 const taskType = "sessiond:webhook"
 
-// taskPayload is what a delivery task carries: the delivery's identity and
-// the exact webhook body, so an attempt needs nothing else from Redis.
+// taskPayload is what a delivery task carries: identifiers only, never the
+// webhook body (it is put together from the outbox and the session's event
+// details at each attempt, so Asynq's tasks hold no personal data and a
+// redaction or purge reaches pending retries too).
 type taskPayload struct {
-	Delivery string `json:"delivery"`
-	Session  string `json:"session"`
-	Event    string `json:"event"`
-	Type     string `json:"type"`
-	Endpoint string `json:"endpoint"`
-	// Base is the number of attempts made before this task: 0 for a
-	// delivery's first task, the attempts so far for a replay.
-	Base   int  `json:"base,omitempty"`
-	Replay bool `json:"replay,omitempty"`
-
-	Body []byte `json:"-"`
+	Delivery string `json:"d"`
+	// Cursor is the event's outbox entry id.
+	Cursor string `json:"c"`
+	// Base is the number of attempts made before this task's first run:
+	// its first attempt is Base+1 (webhook-attempt counts across retries
+	// and replays).
+	Base int `json:"n,omitempty"`
+	// Failed is how many attempts of the current run of the retry schedule
+	// failed before this task: 1 for the retry of a failed first attempt,
+	// 0 for a deferral or a replay (which gets the whole schedule again).
+	Failed int  `json:"f,omitempty"`
+	Replay bool `json:"r,omitempty"`
 }
 
-// encode returns the payload as Asynq stores it: the JSON fields, a
-// newline, then the body byte for byte.
 func (p *taskPayload) encode() ([]byte, error) {
-	meta, err := json.Marshal(p)
+	b, err := json.Marshal(p)
 	if err != nil {
 		return nil, fmt.Errorf("encode delivery task: %w", err)
 	}
-	out := make([]byte, 0, len(meta)+1+len(p.Body))
-	out = append(out, meta...)
-	out = append(out, '\n')
-	return append(out, p.Body...), nil
+	return b, nil
 }
 
 var errBadPayload = errors.New("malformed delivery task payload")
 
 // decodePayload is the inverse of encode.
 func decodePayload(b []byte) (*taskPayload, error) {
-	meta, body, ok := bytes.Cut(b, []byte{'\n'})
-	if !ok {
-		return nil, errBadPayload
-	}
 	var p taskPayload
-	if err := json.Unmarshal(meta, &p); err != nil {
+	if err := json.Unmarshal(b, &p); err != nil {
 		return nil, fmt.Errorf("%w: %v", errBadPayload, err)
 	}
-	sid, eid, ep, ok := parseDeliveryID(p.Delivery)
-	if !ok || sid != p.Session || eid != p.Event || ep != p.Endpoint || p.Base < 0 {
+	if _, _, _, ok := parseDeliveryID(p.Delivery); !ok || p.Base < 0 || p.Failed < 0 {
 		return nil, errBadPayload
 	}
-	p.Body = body
+	if _, ok := parseCursor(p.Cursor); !ok {
+		return nil, errBadPayload
+	}
 	return &p, nil
 }

@@ -1,105 +1,101 @@
 package lifecycle
 
 import (
-	"context"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/sessiond/sessiond/internal/keyspace"
 )
 
-// Event is one entry of the outbox: a change of a session, as webhooks and
-// the events feed carry it.
+// Events are kept in two parts. The outbox stream of the session's shard
+// holds each event reduced to what may outlive the session: its id, type,
+// session id, status, sequence and time. The session's event details hash
+// holds the rest of each event's data (the ref_id, tags, decision, ...),
+// so that a redaction can rewrite it and a purge remove it; a webhook body
+// or a feed entry is the two put together.
+
+// EventPurged is the outbox entry a purge leaves: it tells the
+// dispatcher to drop the session's deliveries. It is not a webhook event
+// and the events feed leaves it out.
+const EventPurged = "session.purged"
+
+// Event is one outbox entry: a change of a session.
 type Event struct {
 	// ID is stable for the event's life; it is the webhook-id.
-	ID string `json:"id"`
-	// Cursor is the event's position in the outbox (its stream id).
-	Cursor    string `json:"cursor,omitempty"`
-	Type      string `json:"type"`
-	Timestamp Time   `json:"timestamp"`
-	SessionID string `json:"session_id"`
-	Sequence  int64  `json:"sequence"`
-	// Body is the webhook payload: {"type", "timestamp", "data"}.
-	Body json.RawMessage `json:"-"`
-}
-
-// EventData is the data of an event: the session without its personal
-// fields, and the event's sequence number within the session. Personal data
-// never enters the outbox, so a redaction leaves none behind in it.
-type EventData struct {
-	Session
-	Sequence int64 `json:"sequence"`
-}
-
-type eventBody struct {
-	Type      string    `json:"type"`
-	Timestamp Time      `json:"timestamp"`
-	Data      EventData `json:"data"`
-}
-
-func newEvent(typ string, r *record, now time.Time) (*Event, error) {
-	data := EventData{Session: r.Session, Sequence: r.Seq}
-	data.Person, data.Metadata = nil, nil
-	data.Tags = append([]string{}, r.Tags...)
-	ev := &Event{
-		ID:        "evt_" + hexUUID(),
-		Type:      typ,
-		Timestamp: At(now),
-		SessionID: r.ID,
-		Sequence:  r.Seq,
-	}
-	body, err := json.Marshal(eventBody{Type: typ, Timestamp: ev.Timestamp, Data: data})
-	if err != nil {
-		return nil, fmt.Errorf("encode event %s: %w", typ, err)
-	}
-	ev.Body = body
-	return ev, nil
-}
-
-func hexUUID() string {
-	u := uuid.New()
-	return fmt.Sprintf("%x", u[:])
+	ID string
+	// Cursor is the entry's id in its shard's stream.
+	Cursor    string
+	Shard     keyspace.Shard
+	Type      string
+	SessionID string
+	Status    Status
+	Sequence  int64
+	Timestamp Time
 }
 
 // Stream field names of an outbox entry.
 const (
-	fieldID        = "id"
-	fieldType      = "type"
-	fieldSessionID = "session_id"
-	fieldSequence  = "sequence"
-	fieldTimestamp = "timestamp"
-	fieldBody      = "body"
+	fieldID        = "i"
+	fieldType      = "t"
+	fieldSessionID = "s"
+	fieldStatus    = "st"
+	fieldSequence  = "q"
+	fieldTimestamp = "ts"
 )
 
-func (e *Event) streamValues() []any {
-	return []any{
-		fieldID, e.ID,
-		fieldType, e.Type,
-		fieldSessionID, e.SessionID,
-		fieldSequence, strconv.FormatInt(e.Sequence, 10),
-		fieldTimestamp, e.Timestamp.UnixMilli(),
-		fieldBody, string(e.Body),
+// detailsConstant is the field of the event details hash that holds what
+// never changes in a session's events.
+const detailsConstant = "_"
+
+func newEvent(typ string, r *record, now time.Time) *Event {
+	return &Event{
+		ID:        newEventID(),
+		Type:      typ,
+		SessionID: r.ID,
+		Status:    r.Status,
+		Sequence:  r.Seq,
+		Timestamp: At(now),
 	}
 }
 
-// ParseEvent decodes an outbox stream entry.
-func ParseEvent(m redis.XMessage) (*Event, error) {
+func newEventID() string {
+	u := uuid.New()
+	return "evt_" + hex.EncodeToString(u[:])
+}
+
+// streamArgs are the arguments of the event's XADD after the key.
+func (e *Event) streamArgs(minID string) []any {
+	return []any{"MINID", "~", minID, "*",
+		fieldID, e.ID,
+		fieldType, e.Type,
+		fieldSessionID, e.SessionID,
+		fieldStatus, string(e.Status),
+		fieldSequence, e.Sequence,
+		fieldTimestamp, e.Timestamp.UnixMilli(),
+	}
+}
+
+// ParseEvent decodes an outbox entry of shard sh.
+func ParseEvent(sh keyspace.Shard, m redis.XMessage) (*Event, error) {
 	str := func(k string) string { s, _ := m.Values[k].(string); return s }
 	ev := &Event{
 		ID:        str(fieldID),
 		Cursor:    m.ID,
+		Shard:     sh,
 		Type:      str(fieldType),
 		SessionID: str(fieldSessionID),
-		Body:      json.RawMessage(str(fieldBody)),
+		Status:    Status(str(fieldStatus)),
 	}
 	seq, err1 := strconv.ParseInt(str(fieldSequence), 10, 64)
 	ms, err2 := strconv.ParseInt(str(fieldTimestamp), 10, 64)
-	if ev.ID == "" || ev.Type == "" || len(ev.Body) == 0 || errors.Join(err1, err2) != nil {
+	if ev.ID == "" || ev.Type == "" || ev.SessionID == "" || errors.Join(err1, err2) != nil {
 		return nil, fmt.Errorf("outbox entry %s is malformed", m.ID)
 	}
 	ev.Sequence = seq
@@ -107,68 +103,113 @@ func ParseEvent(m redis.XMessage) (*Event, error) {
 	return ev, nil
 }
 
-// FeedEvent is an event as the events feed lists it.
-type FeedEvent struct {
-	ID        string          `json:"id"`
-	Cursor    string          `json:"cursor"`
-	Type      string          `json:"type"`
-	Timestamp Time            `json:"timestamp"`
-	Data      json.RawMessage `json:"data"`
+// constantDetails is what the events of session r share.
+func constantDetails(r *record) string {
+	b, _ := json.Marshal(struct {
+		RefID     string `json:"ref_id"`
+		FlowID    string `json:"flow_id,omitempty"`
+		CreatedAt Time   `json:"created_at"`
+	}{r.RefID, r.FlowID, r.CreatedAt})
+	return string(b)
 }
 
-// Feed is one page of the events feed.
-type Feed struct {
-	Events     []FeedEvent `json:"events"`
-	NextCursor string      `json:"next_cursor"`
+// details is the part of an event's data that the outbox leaves out.
+type details struct {
+	RefID      string    `json:"ref_id,omitempty"`
+	FlowID     string    `json:"flow_id,omitempty"`
+	CreatedAt  *Time     `json:"created_at,omitempty"`
+	UpdatedAt  Time      `json:"updated_at"`
+	ExpiresAt  *Time     `json:"expires_at,omitempty"`
+	Tags       []string  `json:"tags"`
+	Decision   *Decision `json:"decision,omitempty"`
+	RedactedAt *Time     `json:"redacted_at,omitempty"`
 }
 
-// validCursor reports whether after is a stream id Redis accepts: one or
-// two unsigned 64-bit decimal numbers, joined by "-".
-func validCursor(after string) bool {
-	ms, seq, two := strings.Cut(after, "-")
-	if _, err := strconv.ParseUint(ms, 10, 64); err != nil {
-		return false
-	}
-	if two {
-		if _, err := strconv.ParseUint(seq, 10, 64); err != nil {
-			return false
-		}
-	}
-	return true
-}
-
-// Events lists up to limit events (100 when limit <= 0) after the cursor
-// (exclusive; "" starts from the oldest kept), oldest first. NextCursor is
-// where the next call continues; it equals after when there is nothing new.
-func (s *Service) Events(ctx context.Context, after string, limit int) (*Feed, error) {
-	if limit <= 0 {
-		limit = 100
-	}
-	start := "-"
-	if after != "" {
-		if !validCursor(after) {
-			return nil, invalid("cursor", "must be an event cursor from a previous page")
-		}
-		start = "(" + after
-	}
-	msgs, err := s.rdb.XRangeN(ctx, OutboxKey, start, "+", int64(limit)).Result()
+// eventDetails is what an event of session r (as it is now) keeps in the
+// details hash.
+func eventDetails(r *record) (string, error) {
+	b, err := json.Marshal(details{
+		UpdatedAt:  r.UpdatedAt,
+		ExpiresAt:  r.ExpiresAt,
+		Tags:       r.Tags,
+		Decision:   r.Decision,
+		RedactedAt: r.RedactedAt,
+	})
 	if err != nil {
-		return nil, fmt.Errorf("read events: %w", err)
+		return "", fmt.Errorf("encode event details: %w", err)
 	}
-	feed := &Feed{Events: make([]FeedEvent, 0, len(msgs)), NextCursor: after}
-	for _, m := range msgs {
-		ev, err := ParseEvent(m)
-		if err != nil {
-			return nil, err
-		}
-		var body struct {
-			Data json.RawMessage `json:"data"`
-		}
-		if err := json.Unmarshal(ev.Body, &body); err != nil {
-			return nil, fmt.Errorf("outbox entry %s: %w", m.ID, err)
-		}
-		feed.Events = append(feed.Events, FeedEvent{ID: ev.ID, Cursor: m.ID, Type: ev.Type, Timestamp: ev.Timestamp, Data: body.Data})
-		feed.NextCursor = m.ID
+	return string(b), nil
+}
+
+// redactDetails returns an event's details without what a redaction
+// removes (tags, the decision's reason).
+func redactDetails(raw string, redactedAt Time) (string, error) {
+	var d details
+	if err := json.Unmarshal([]byte(raw), &d); err != nil {
+		return "", fmt.Errorf("decode event details: %w", err)
 	}
-	return feed, nil
+	d.Tags = []string{}
+	if d.Decision != nil {
+		d.Decision.Reason = ""
+	}
+	if d.RedactedAt == nil {
+		d.RedactedAt = &redactedAt
+	}
+	b, err := json.Marshal(d)
+	return string(b), err
+}
+
+// EventData is the data of a webhook or a feed entry: the session (never
+// its token, person or metadata) as the event left it, and the event's
+// sequence number within the session.
+type EventData struct {
+	ID         string    `json:"id"`
+	RefID      string    `json:"ref_id,omitempty"`
+	FlowID     string    `json:"flow_id,omitempty"`
+	Status     Status    `json:"status"`
+	CreatedAt  *Time     `json:"created_at,omitempty"`
+	UpdatedAt  *Time     `json:"updated_at,omitempty"`
+	ExpiresAt  *Time     `json:"expires_at,omitempty"`
+	Tags       *[]string `json:"tags,omitempty"`
+	Decision   *Decision `json:"decision,omitempty"`
+	RedactedAt *Time     `json:"redacted_at,omitempty"`
+	Sequence   int64     `json:"sequence"`
+}
+
+// Data puts an event's data together from its outbox entry and, from the
+// session's event details hash, the constant part and the event's own
+// ("" when gone). Without them (the session was purged) the data is
+// reduced to the session id, status and sequence; full is false then.
+func (e *Event) Data(constant, own string) (data EventData, full bool, err error) {
+	data = EventData{ID: e.SessionID, Status: e.Status, Sequence: e.Sequence}
+	if constant == "" || own == "" {
+		return data, false, nil
+	}
+	var c, d details
+	if err := json.Unmarshal([]byte(constant), &c); err != nil {
+		return data, false, fmt.Errorf("event %s: decode details: %w", e.ID, err)
+	}
+	if err := json.Unmarshal([]byte(own), &d); err != nil {
+		return data, false, fmt.Errorf("event %s: decode details: %w", e.ID, err)
+	}
+	if d.Tags == nil {
+		d.Tags = []string{}
+	}
+	data.RefID, data.FlowID, data.CreatedAt = c.RefID, c.FlowID, c.CreatedAt
+	data.UpdatedAt, data.ExpiresAt, data.Tags, data.Decision, data.RedactedAt = &d.UpdatedAt, d.ExpiresAt, &d.Tags, d.Decision, d.RedactedAt
+	return data, true, nil
+}
+
+// WebhookBody is the body of an event's webhook:
+// {"type", "timestamp", "data"}.
+func (e *Event) WebhookBody(data EventData) ([]byte, error) {
+	b, err := json.Marshal(struct {
+		Type      string    `json:"type"`
+		Timestamp Time      `json:"timestamp"`
+		Data      EventData `json:"data"`
+	}{e.Type, e.Timestamp, data})
+	if err != nil {
+		return nil, fmt.Errorf("encode webhook body: %w", err)
+	}
+	return b, nil
 }

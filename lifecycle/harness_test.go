@@ -1,10 +1,12 @@
 package lifecycle
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -13,6 +15,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/sessiond/sessiond/internal/clocktest"
+	"github.com/sessiond/sessiond/internal/keyspace"
 	"github.com/sessiond/sessiond/internal/redistest"
 )
 
@@ -28,6 +31,8 @@ const (
 	testTokenTTL   = 10 * time.Minute
 	testPurgeAfter = 2 * time.Hour
 	testRetention  = 48 * time.Hour
+	// testRecordRetention keeps records past the personal data.
+	testRecordRetention = 96 * time.Hour
 )
 
 // recTimer records the timed work the service schedules.
@@ -36,7 +41,7 @@ type recTimer struct {
 	works []Work
 }
 
-func (r *recTimer) Schedule(_ context.Context, w Work) {
+func (r *recTimer) Due(w Work) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.works = append(r.works, w)
@@ -85,47 +90,65 @@ func (r *recObserver) all() []string {
 	return slices.Clone(r.moves)
 }
 
-// env is one test's world: its own redis-server, a client, a fake clock and
-// a Service over them.
+// env is one test's world: a Redis (a server of its own, or the shared
+// cluster under a namespace of its own), a fake clock and a Service over
+// them.
 type env struct {
 	t     testing.TB
 	ctx   context.Context
-	srv   *redistest.Server
-	rdb   *redis.Client
+	rdb   redis.UniversalClient
+	tg    redistest.Target
+	ks    keyspace.Space
 	clock *clocktest.Clock
 	svc   *Service
 	timer *recTimer
 	obs   *recObserver
 }
 
-// newEnv starts a private redis-server and a Service with the test
+// newEnv returns an env on a redis-server of its own with the test
 // durations; mods adjust the Config.
 func newEnv(t testing.TB, mods ...func(*Config)) *env {
 	t.Helper()
-	srv := redistest.Start(t)
+	return newEnvOn(t, redistest.Open(t, "single"), mods...)
+}
+
+// newEnvOn returns an env on tg.
+func newEnvOn(t testing.TB, tg redistest.Target, mods ...func(*Config)) *env {
+	t.Helper()
 	e := &env{
 		t:     t,
 		ctx:   t.Context(),
-		srv:   srv,
-		rdb:   srv.Client(),
+		rdb:   tg.Client,
+		tg:    tg,
+		ks:    keyspace.New(tg.Namespace),
 		clock: clocktest.New(testStart),
 		timer: &recTimer{},
 		obs:   &recObserver{},
 	}
 	cfg := Config{
-		SessionTTL: testSessionTTL,
-		TokenTTL:   testTokenTTL,
-		PurgeAfter: testPurgeAfter,
-		Retention:  testRetention,
-		Now:        e.clock.Now,
-		Timer:      e.timer,
-		Observer:   e.obs,
+		SessionTTL:      testSessionTTL,
+		TokenTTL:        testTokenTTL,
+		PurgeAfter:      testPurgeAfter,
+		Retention:       testRetention,
+		RecordRetention: testRecordRetention,
+		Namespace:       tg.Namespace,
+		Now:             e.clock.Now,
+		Timer:           e.timer,
+		Observer:        e.obs,
 	}
 	for _, m := range mods {
 		m(&cfg)
 	}
 	e.svc = New(e.rdb, cfg)
 	return e
+}
+
+// forEachTopology runs f on a fresh env on every topology.
+func forEachTopology(t *testing.T, f func(t *testing.T, e *env), mods ...func(*Config)) {
+	t.Helper()
+	redistest.ForEachTopology(t, func(t *testing.T, tg redistest.Target) {
+		f(t, newEnvOn(t, tg, mods...))
+	})
 }
 
 // with returns a copy of e that reports to t (a subtest) and uses its
@@ -166,50 +189,78 @@ func (e *env) get(id string) *Session {
 	return s
 }
 
+// shardOf is a session's shard.
+func (e *env) shardOf(id string) keyspace.Shard {
+	e.t.Helper()
+	sh, ok := ShardOfSession(id)
+	if !ok {
+		e.t.Fatalf("session id %q names no shard", id)
+	}
+	return sh
+}
+
 // record reads the stored record of id straight from Redis; nil when there
 // is none.
 func (e *env) record(id string) *record {
 	e.t.Helper()
-	raw, err := e.rdb.Get(e.ctx, sessionKey(id)).Result()
-	if errors.Is(err, redis.Nil) {
-		return nil
-	}
+	vals, err := e.rdb.HMGet(e.ctx, e.ks.Session(e.shardOf(id), id), "v", "r").Result()
 	if err != nil {
 		e.t.Fatalf("read record %s: %v", id, err)
 	}
-	r, err := decodeRecord(raw)
+	raw, ok := vals[1].(string)
+	if !ok {
+		return nil
+	}
+	v, _ := strconv.ParseInt(vals[0].(string), 10, 64)
+	r, err := decodeRecord(raw, v)
 	if err != nil {
 		e.t.Fatalf("decode record %s: %v", id, err)
 	}
 	return r
 }
 
-// allEvents reads the whole outbox stream.
+// allEvents reads every shard's outbox stream, in feed order.
 func (e *env) allEvents() []*Event {
 	e.t.Helper()
-	msgs, err := e.rdb.XRange(e.ctx, OutboxKey, "-", "+").Result()
+	var out []*Event
+	for sh := range keyspace.Shards {
+		out = append(out, e.shardEvents(keyspace.Shard(sh))...)
+	}
+	slices.SortStableFunc(out, func(a, b *Event) int {
+		x, _ := parseStreamID(a.Cursor)
+		y, _ := parseStreamID(b.Cursor)
+		return x.compare(y)
+	})
+	return out
+}
+
+// events returns the outbox events of session id, in stream order (its
+// shard's stream only: a session's events are all there).
+func (e *env) events(id string) []*Event {
+	e.t.Helper()
+	var out []*Event
+	for _, ev := range e.shardEvents(e.shardOf(id)) {
+		if ev.SessionID == id && ev.Type != EventPurged {
+			out = append(out, ev)
+		}
+	}
+	return out
+}
+
+// shardEvents reads one shard's outbox stream, purge entries included.
+func (e *env) shardEvents(sh keyspace.Shard) []*Event {
+	e.t.Helper()
+	msgs, err := e.rdb.XRange(e.ctx, e.ks.Outbox(sh), "-", "+").Result()
 	if err != nil {
 		e.t.Fatalf("read outbox: %v", err)
 	}
 	out := make([]*Event, 0, len(msgs))
 	for _, m := range msgs {
-		ev, err := ParseEvent(m)
+		ev, err := ParseEvent(sh, m)
 		if err != nil {
 			e.t.Fatalf("outbox entry: %v", err)
 		}
 		out = append(out, ev)
-	}
-	return out
-}
-
-// events returns the outbox events of session id, in stream order.
-func (e *env) events(id string) []*Event {
-	e.t.Helper()
-	var out []*Event
-	for _, ev := range e.allEvents() {
-		if ev.SessionID == id {
-			out = append(out, ev)
-		}
 	}
 	return out
 }
@@ -224,44 +275,46 @@ func (e *env) eventTypes(id string) []string {
 	return out
 }
 
-// keys returns every key matching pattern (SCAN, never KEYS).
-func (e *env) keys(pattern string) []string {
+// eventData is the data of session id's events as the feed and webhooks
+// show them, in order.
+func (e *env) eventData(id string) []EventData {
 	e.t.Helper()
-	var out []string
-	iter := e.rdb.Scan(e.ctx, 0, pattern, 1000).Iterator()
-	for iter.Next(e.ctx) {
-		out = append(out, iter.Val())
+	evs := e.events(id)
+	data, _, err := e.svc.EventDetails(e.ctx, evs)
+	if err != nil {
+		e.t.Fatal(err)
 	}
-	if err := iter.Err(); err != nil {
-		e.t.Fatalf("scan %s: %v", pattern, err)
-	}
-	slices.Sort(out)
-	return out
+	return data
 }
 
-// snapshot is every key and its serialized value (DUMP): equal snapshots
-// mean Redis holds the same data. Keys whose names start with one of skip
-// are left out.
+// keys returns every key of the env's namespace that matches pattern
+// (which must start with "*" or the namespace).
+func (e *env) keys(pattern string) []string {
+	e.t.Helper()
+	ks, err := redistest.Keys(e.ctx, e.rdb, e.ks.Prefix()+strings.TrimPrefix(pattern, e.ks.Prefix()))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return ks
+}
+
+// snapshot is every key of the env's namespace and its serialized value
+// (DUMP): equal snapshots mean Redis holds the same data. Keys whose names
+// contain one of skip are left out.
 func (e *env) snapshot(skip ...string) map[string]string {
 	e.t.Helper()
-	out := map[string]string{}
-next:
-	for _, k := range e.keys("*") {
+	snap, err := redistest.Snapshot(e.ctx, e.rdb, e.ks.Prefix()+"*")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	for k := range snap {
 		for _, p := range skip {
-			if strings.HasPrefix(k, p) {
-				continue next
+			if strings.Contains(k, p) {
+				delete(snap, k)
 			}
 		}
-		v, err := e.rdb.Dump(e.ctx, k).Result()
-		if errors.Is(err, redis.Nil) {
-			continue
-		}
-		if err != nil {
-			e.t.Fatalf("dump %s: %v", k, err)
-		}
-		out[k] = v
 	}
-	return out
+	return snap
 }
 
 // assertSameSnapshot fails when before and after differ, naming the keys.
@@ -285,28 +338,29 @@ func assertSameSnapshot(t testing.TB, before, after map[string]string) {
 // operation could change: its keys' values and its outbox events.
 func (e *env) sessionState(id string) string {
 	e.t.Helper()
-	vals, err := e.rdb.MGet(e.ctx, sessionKey(id), piiKey(id)).Result()
-	if err != nil {
-		e.t.Fatalf("read session %s: %v", id, err)
-	}
-	return fmt.Sprintf("%v|events=%d", vals, len(e.events(id)))
+	sh := e.shardOf(id)
+	rec, _ := e.rdb.HGetAll(e.ctx, e.ks.Session(sh, id)).Result()
+	pii, _ := e.rdb.Get(e.ctx, e.ks.Personal(sh, id)).Result()
+	det, _ := e.rdb.HGetAll(e.ctx, e.ks.EventDetails(sh, id)).Result()
+	return fmt.Sprintf("%v|%s|%v|events=%d", rec, pii, det, len(e.events(id)))
 }
 
 // checkSession checks, straight from Redis, that everything the store
 // keeps about session id agrees with its record: the list indexes, the due
 // indexes, the ref key, the token keys, the personal data key, the outbox
-// sequence and the TTL of every key of the session.
+// sequence and details, and the TTL of every key of the session.
 func (e *env) checkSession(id string) {
 	e.t.Helper()
 	t, ctx, cfg := e.t, e.ctx, e.svc.Config()
+	k, sh := e.ks, e.shardOf(id)
 	rec := e.record(id)
 	if rec == nil {
 		if ks := e.keys("*" + id + "*"); len(ks) > 0 {
 			t.Errorf("session %s has no record but keys %v remain", id, ks)
 		}
-		for _, k := range []string{ExpireDueKey, RedactDueKey, PurgeDueKey} {
-			if err := e.rdb.ZScore(ctx, k, id).Err(); !errors.Is(err, redis.Nil) {
-				t.Errorf("session %s has no record but is in %s (%v)", id, k, err)
+		for _, kind := range WorkKinds {
+			if err := e.rdb.ZScore(ctx, k.Due(sh, string(kind)), id).Err(); !errors.Is(err, redis.Nil) {
+				t.Errorf("session %s has no record but is in due:%s (%v)", id, kind, err)
 			}
 		}
 		return
@@ -316,17 +370,17 @@ func (e *env) checkSession(id string) {
 	}
 	member := indexMember(&rec.Session)
 	p := e.rdb.Pipeline()
-	all := p.ZScore(ctx, allIndexKey, member)
-	ref := p.ZScore(ctx, refIndexKey(rec.RefID), member)
+	all := p.ZScore(ctx, k.IndexAll(sh), member)
+	ref := p.ZScore(ctx, k.IndexRef(sh, rec.RefID), member)
 	byStatus := map[Status]*redis.FloatCmd{}
 	for _, s := range Statuses {
-		byStatus[s] = p.ZScore(ctx, statusIndexKey(s), member)
+		byStatus[s] = p.ZScore(ctx, k.IndexStatus(sh, string(s)), member)
 	}
-	expireDue := p.ZScore(ctx, ExpireDueKey, id)
-	redactDue := p.ZScore(ctx, RedactDueKey, id)
-	purgeDue := p.ZScore(ctx, PurgeDueKey, id)
-	refOwner := p.Get(ctx, refKey(rec.RefID))
-	pii := p.Exists(ctx, piiKey(id))
+	expireDue := p.ZScore(ctx, k.Due(sh, string(WorkExpire)), id)
+	redactDue := p.ZScore(ctx, k.Due(sh, string(WorkRedact)), id)
+	purgeDue := p.ZScore(ctx, k.Due(sh, string(WorkPurge)), id)
+	refOwner := p.Get(ctx, k.Ref(sh, rec.RefID))
+	pii := p.Exists(ctx, k.Personal(sh, id))
 	_, _ = p.Exec(ctx)
 	in := func(c *redis.FloatCmd) bool { return c.Err() == nil }
 	ms := func(tm time.Time) float64 { return float64(tm.UnixMilli()) }
@@ -337,7 +391,7 @@ func (e *env) checkSession(id string) {
 	}
 	for s, c := range byStatus {
 		if want := live && s == rec.Status; in(c) != want {
-			t.Errorf("session %s in %s: in idx:status:%s = %v, want %v", id, rec.Status, s, in(c), want)
+			t.Errorf("session %s in %s: in idx:st:%s = %v, want %v", id, rec.Status, s, in(c), want)
 		}
 	}
 	if want := live && rec.Status.Pending(); in(expireDue) != want {
@@ -353,10 +407,12 @@ func (e *env) checkSession(id string) {
 	} else if want && redactDue.Val() != ms(rec.RetainFrom.Add(cfg.Retention)) {
 		t.Errorf("session %s: due:redact score %v, want retain_from+retention", id, redactDue.Val())
 	}
-	wantPurge := rec.RetainFrom.Add(cfg.Retention + cfg.PurgeAfter)
+	wantPurge := rec.RetainFrom.Add(cfg.RecordRetention)
 	if !live {
 		wantPurge = rec.DeletedAt.Add(cfg.PurgeAfter)
 	}
+	// The purge falls due PurgeLead before the record's TTL ends.
+	wantPurge = wantPurge.Add(-cfg.PurgeLead)
 	if !in(purgeDue) || purgeDue.Val() != ms(wantPurge) {
 		t.Errorf("session %s: due:purge score %v (%v), want %v", id, purgeDue.Val(), purgeDue.Err(), wantPurge)
 	}
@@ -370,74 +426,109 @@ func (e *env) checkSession(id string) {
 		if !live || !rec.Status.Active() {
 			t.Errorf("session %s in %s (deleted=%v) still has a token", id, rec.Status, !live)
 		}
-		owner, err := e.rdb.Get(ctx, tokenKey(hash)).Result()
-		if err != nil || !strings.HasPrefix(owner, id) {
+		owner, err := e.rdb.Get(ctx, k.Token(sh, hash)).Result()
+		if err != nil || owner != id {
 			t.Errorf("session %s: token key of its token hash holds %q (%v)", id, owner, err)
 		}
 	}
 
-	// The outbox holds the session's events numbered 1..seq, in order.
+	// The outbox holds the session's events numbered 1..seq, in order,
+	// each with its details.
 	evs := e.events(id)
 	if int64(len(evs)) != rec.Seq {
 		t.Errorf("session %s: %d events in the outbox, record seq %d", id, len(evs), rec.Seq)
+	}
+	_, full, err := e.svc.EventDetails(ctx, evs)
+	if err != nil {
+		t.Fatal(err)
 	}
 	for i, ev := range evs {
 		if ev.Sequence != int64(i+1) {
 			t.Errorf("session %s: event %d (%s) has sequence %d", id, i, ev.Type, ev.Sequence)
 		}
+		if !full[i] {
+			t.Errorf("session %s: event %d (%s) has no details", id, i, ev.Type)
+		}
 	}
 
 	// Every key of the session carries a TTL.
-	for _, k := range e.keys("*" + id + "*") {
-		if ttl := e.rdb.PTTL(ctx, k).Val(); ttl <= 0 {
-			t.Errorf("key %s has PTTL %v, want a TTL", k, ttl)
+	for _, key := range e.keys("*" + id + "*") {
+		if ttl := e.rdb.PTTL(ctx, key).Val(); ttl <= 0 {
+			t.Errorf("key %s has PTTL %v, want a TTL", key, ttl)
 		}
 	}
 }
 
-// contents renders every key in Redis with its value as text, to search
-// for data that must not be there; keys named in skip are left out.
-func (e *env) contents(skip ...string) string {
+// contents renders every key of the env's namespace with its value as
+// text, to search for data that must not be there.
+func (e *env) contents() string {
 	e.t.Helper()
-	ctx := e.ctx
-	var b strings.Builder
-	for _, k := range e.keys("*") {
-		if slices.Contains(skip, k) {
-			continue
-		}
-		fmt.Fprintf(&b, "%s =", k)
-		switch typ := e.rdb.Type(ctx, k).Val(); typ {
-		case "string":
-			fmt.Fprintf(&b, " %s", e.rdb.Get(ctx, k).Val())
-		case "zset":
-			for _, z := range e.rdb.ZRangeWithScores(ctx, k, 0, -1).Val() {
-				fmt.Fprintf(&b, " %v:%v", z.Member, z.Score)
-			}
-		case "stream":
-			for _, m := range e.rdb.XRange(ctx, k, "-", "+").Val() {
-				fmt.Fprintf(&b, " %s:%v", m.ID, m.Values)
-			}
-		case "set":
-			fmt.Fprintf(&b, " %v", e.rdb.SMembers(ctx, k).Val())
-		case "hash":
-			fmt.Fprintf(&b, " %v", e.rdb.HGetAll(ctx, k).Val())
-		case "list":
-			fmt.Fprintf(&b, " %v", e.rdb.LRange(ctx, k, 0, -1).Val())
-		case "none":
-		default:
-			e.t.Fatalf("key %s has unexpected type %s", k, typ)
-		}
-		b.WriteByte('\n')
+	s, err := redistest.Contents(e.ctx, e.rdb, e.ks.Prefix()+"*")
+	if err != nil {
+		e.t.Fatal(err)
 	}
-	return b.String()
+	return s
 }
 
-// outboxText renders the outbox stream as text.
+// outboxText renders every shard's outbox stream as text.
 func (e *env) outboxText() string {
 	e.t.Helper()
 	var b strings.Builder
-	for _, m := range e.rdb.XRange(e.ctx, OutboxKey, "-", "+").Val() {
-		fmt.Fprintf(&b, "%s:%v\n", m.ID, m.Values)
+	for sh := range keyspace.Shards {
+		for _, m := range e.rdb.XRange(e.ctx, e.ks.Outbox(keyspace.Shard(sh)), "-", "+").Val() {
+			fmt.Fprintf(&b, "%s %v\n", m.ID, m.Values)
+		}
 	}
 	return b.String()
+}
+
+// dueNow returns the ids due for kind at the clock's now in every shard,
+// earliest first.
+func (e *env) dueNow(kind WorkKind) []string {
+	e.t.Helper()
+	type due struct {
+		id string
+		at float64
+	}
+	var all []due
+	for sh := range keyspace.Shards {
+		zs, err := e.rdb.ZRangeArgsWithScores(e.ctx, redis.ZRangeArgs{
+			Key: e.svc.DueKey(keyspace.Shard(sh), kind), Start: "-inf", Stop: e.clock.Now().UnixMilli(), ByScore: true,
+		}).Result()
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		for _, z := range zs {
+			all = append(all, due{z.Member.(string), z.Score})
+		}
+	}
+	slices.SortStableFunc(all, func(a, b due) int { return cmp.Compare(a.at, b.at) })
+	out := []string{}
+	for _, d := range all {
+		out = append(out, d.id)
+	}
+	return out
+}
+
+// dueAt returns when id is due for kind; ok is false when it is not in the
+// index.
+func (e *env) dueAt(kind WorkKind, id string) (at time.Time, ok bool) {
+	e.t.Helper()
+	score, err := e.rdb.ZScore(e.ctx, e.svc.DueKey(e.shardOf(id), kind), id).Result()
+	if errors.Is(err, redis.Nil) {
+		return time.Time{}, false
+	}
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return time.UnixMilli(int64(score)).UTC(), true
+}
+
+// ids returns the sessions' ids, in order.
+func ids(ss []Session) []string {
+	out := make([]string, len(ss))
+	for i, s := range ss {
+		out[i] = s.ID
+	}
+	return out
 }

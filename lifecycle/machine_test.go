@@ -2,6 +2,7 @@ package lifecycle
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"slices"
 	"strings"
@@ -159,10 +160,9 @@ var transitionTable = map[string]map[string]string{
 }
 
 // TestTransitions applies every operation to a session in every status and
-// checks the outcome against transitionTable, straight from Redis.
+// checks the outcome against transitionTable, straight from Redis, on
+// every topology.
 func TestTransitions(t *testing.T) {
-	t.Parallel()
-	e := newEnv(t)
 	if len(transitionTable) != len(machineSetups) {
 		t.Fatalf("transitionTable has %d rows, want %d", len(transitionTable), len(machineSetups))
 	}
@@ -172,82 +172,107 @@ func TestTransitions(t *testing.T) {
 			t.Fatalf("transitionTable[%s] has %d entries, want %d", setup.name, len(row), len(machineOps))
 		}
 		for _, o := range machineOps {
-			want, ok := row[o.name]
-			if !ok {
+			if _, ok := row[o.name]; !ok {
 				t.Fatalf("transitionTable[%s] lacks %s", setup.name, o.name)
 			}
-			t.Run(setup.name+"/"+o.name, func(t *testing.T) {
-				t.Parallel()
-				e := e.with(t)
-				id := e.create(t.Name()).ID
-				for _, step := range setup.steps {
-					if err := machineOp(step).do(e.ctx, e.svc, id); err != nil {
-						t.Fatalf("setup %s: %v", step, err)
-					}
-				}
-				if got := e.get(id).Status; got != setup.status {
-					t.Fatalf("setup: status %s, want %s", got, setup.status)
-				}
-				if got := e.eventTypes(id); !slices.Equal(got, setup.events) {
-					t.Fatalf("setup events %v, want %v", got, setup.events)
-				}
-				before := e.sessionState(id)
-				beforeRec := e.record(id)
-
-				err := o.do(e.ctx, e.svc, id)
-
-				switch want {
-				case "-", "in_progress":
-					wantErr := ErrInvalidTransition
-					if want == "in_progress" {
-						wantErr = ErrSessionInProgress
-					}
-					if !errors.Is(err, wantErr) {
-						t.Fatalf("%s in %s: err %v, want %v", o.name, setup.name, err, wantErr)
-					}
-					if after := e.sessionState(id); after != before {
-						t.Errorf("refused %s changed the session:\nbefore %s\nafter  %s", o.name, before, after)
-					}
-					if got := e.get(id).Status; got != setup.status {
-						t.Errorf("status after refused %s: %s, want %s", o.name, got, setup.status)
-					}
-				default:
-					if err != nil {
-						t.Fatalf("%s in %s: %v", o.name, setup.name, err)
-					}
-					to, evs, _ := strings.Cut(want, ": ")
-					wantEvents := append(slices.Clone(setup.events), strings.Fields(evs)...)
-					if got := e.eventTypes(id); !slices.Equal(got, wantEvents) {
-						t.Errorf("events after %s: %v, want %v", o.name, got, wantEvents)
-					}
-					rec := e.record(id)
-					if rec.Version != beforeRec.Version+1 {
-						t.Errorf("version %d -> %d, want one write", beforeRec.Version, rec.Version)
-					}
-					if to == "deleted" {
-						checkGone(t, e, id)
-						break
-					}
-					s := e.get(id)
-					if s.Status != Status(to) {
-						t.Errorf("status after %s: %s, want %s", o.name, s.Status, to)
-					}
-					if o.name == "redact" && s.RedactedAt == nil {
-						t.Errorf("redact: redacted_at not set")
-					}
-					if strings.HasPrefix(o.name, "decide_") && (s.Decision == nil || s.Decision.Status != s.Status) {
-						t.Errorf("decide: decision %+v", s.Decision)
-					}
-				}
-				e.checkSession(id)
-			})
 		}
 	}
+	forEachTopology(t, func(t *testing.T, e *env) {
+		for _, setup := range machineSetups {
+			for _, o := range machineOps {
+				want := transitionTable[setup.name][o.name]
+				t.Run(setup.name+"/"+o.name, func(t *testing.T) {
+					t.Parallel()
+					checkTransition(e.with(t), setup.name, setup.status, setup.steps, setup.events, o, want)
+				})
+			}
+		}
+	})
+}
+
+// checkTransition brings a fresh session (with personal data, metadata and
+// a tag) into status through steps, applies o and checks the outcome want
+// (see transitionTable).
+func checkTransition(e *env, setup string, status Status, steps, events []string, o op, want string) {
+	t := e.t
+	t.Helper()
+	id := e.createWith(CreateRequest{
+		RefID:    t.Name(),
+		Person:   json.RawMessage(`{"name":"Ada"}`),
+		Metadata: json.RawMessage(`{"m":1}`),
+	}).ID
+	if _, err := e.svc.Update(e.ctx, id, UpdateRequest{Tags: &[]string{"vip"}}); err != nil {
+		t.Fatalf("setup tags: %v", err)
+	}
+	for _, step := range steps {
+		if err := machineOp(step).do(e.ctx, e.svc, id); err != nil {
+			t.Fatalf("setup %s: %v", step, err)
+		}
+	}
+	if got := e.get(id).Status; got != status {
+		t.Fatalf("setup: status %s, want %s", got, status)
+	}
+	if got := e.eventTypes(id); !slices.Equal(got, events) {
+		t.Fatalf("setup events %v, want %v", got, events)
+	}
+	before := e.sessionState(id)
+	beforeRec := e.record(id)
+
+	err := o.do(e.ctx, e.svc, id)
+
+	switch want {
+	case "-", "in_progress":
+		wantErr := ErrInvalidTransition
+		if want == "in_progress" {
+			wantErr = ErrSessionInProgress
+		}
+		if !errors.Is(err, wantErr) {
+			t.Fatalf("%s in %s: err %v, want %v", o.name, setup, err, wantErr)
+		}
+		if after := e.sessionState(id); after != before {
+			t.Errorf("refused %s changed the session:\nbefore %s\nafter  %s", o.name, before, after)
+		}
+		if got := e.get(id).Status; got != status {
+			t.Errorf("status after refused %s: %s, want %s", o.name, got, status)
+		}
+	default:
+		if err != nil {
+			t.Fatalf("%s in %s: %v", o.name, setup, err)
+		}
+		to, evs, _ := strings.Cut(want, ": ")
+		wantEvents := append(slices.Clone(events), strings.Fields(evs)...)
+		if got := e.eventTypes(id); !slices.Equal(got, wantEvents) {
+			t.Errorf("events after %s: %v, want %v", o.name, got, wantEvents)
+		}
+		rec := e.record(id)
+		if rec.Version != beforeRec.Version+1 {
+			t.Errorf("version %d -> %d, want one write", beforeRec.Version, rec.Version)
+		}
+		if to == "deleted" {
+			checkGone(t, e, id)
+			break
+		}
+		s := e.get(id)
+		if s.Status != Status(to) {
+			t.Errorf("status after %s: %s, want %s", o.name, s.Status, to)
+		}
+		if strings.HasPrefix(o.name, "decide_") && (s.Decision == nil || s.Decision.Status != s.Status || s.Decision.Reason != "because") {
+			t.Errorf("decide: decision %+v", s.Decision)
+		}
+		if o.name == "redact" {
+			if s.RedactedAt == nil || s.Person != nil || s.Metadata != nil || len(s.Tags) != 0 || (s.Decision != nil && s.Decision.Reason != "") {
+				t.Errorf("redacted session %+v (decision %+v)", s, s.Decision)
+			}
+		} else if string(s.Person) != `{"name":"Ada"}` || !slices.Equal(s.Tags, []string{"vip"}) {
+			t.Errorf("%s lost personal data or tags: %+v", o.name, s)
+		}
+	}
+	e.checkSession(id)
 }
 
 // checkGone checks that a deleted session is gone from every read and
 // every operation at once.
-func checkGone(t *testing.T, e *env, id string) {
+func checkGone(t testing.TB, e *env, id string) {
 	t.Helper()
 	if _, err := e.svc.Get(e.ctx, id); !errors.Is(err, ErrNotFound) {
 		t.Errorf("Get after delete: %v, want ErrNotFound", err)

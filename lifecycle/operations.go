@@ -2,23 +2,23 @@ package lifecycle
 
 import (
 	"context"
+	_ "embed"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 	"unicode"
 	"unicode/utf8"
 
 	"github.com/google/uuid"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/sessiond/sessiond/internal/keyspace"
 )
 
 // errNoop aborts a mutation that has nothing to change.
 var errNoop = errors.New("nothing to change")
-
-// ErrRefBusy refuses a resume while another session of the same ref_id is
-// active: a ref_id has at most one active session.
-var ErrRefBusy = errors.New("another session for this ref_id is active")
 
 // edit changes a record in place and names the events it causes.
 type edit func(r *record, now time.Time) (events []string, err error)
@@ -30,109 +30,195 @@ type mutation struct {
 	changed bool   // a change was committed
 }
 
-// mutate applies ed to session id atomically. A pending session already past
-// its expires_at is expired first, in the same transaction, so no operation
-// ever acts on a session that should have expired; if ed then refuses, the
-// expiry alone is committed and ed's error returned. With issueToken a fresh
-// token replaces the old one.
-func (s *Service) mutate(ctx context.Context, id string, issueToken bool, ed edit) (mutation, error) {
-	var out mutation
-	var edErr error
-	err := s.atomically(ctx, []string{sessionKey(id)}, func(tx *redis.Tx, now time.Time) ([]*change, error) {
-		out, edErr = mutation{}, nil
-		snap, err := s.load(ctx, tx, id)
-		if err != nil {
-			return nil, err
-		}
-		old := snap.rec
-		ref := refKey(old.RefID)
-		if err := tx.Watch(ctx, ref).Err(); err != nil {
-			return nil, fmt.Errorf("watch ref: %w", err)
-		}
-		owner, err := tx.Get(ctx, ref).Result()
-		if err != nil && !errors.Is(err, redis.Nil) {
-			return nil, fmt.Errorf("read ref: %w", err)
-		}
-		r := old.clone()
-		var events []string
-		if overdue(r, now) {
-			events = append(events, expire(r, now))
-		}
-		expired := len(events) > 0
-		more, err := ed(r, now)
-		switch {
-		case err == nil:
-			events = append(events, more...)
-		case expired:
-			// Commit the expiry; report the edit's refusal, if any.
-			if !errors.Is(err, errNoop) {
-				edErr = err
-			}
-			r = old.clone()
-			expire(r, now)
-		default:
-			return nil, err
-		}
-		var changes []*change
-		if r.Status.Active() && !old.Status.Active() && owner != "" && owner != id {
-			// Becoming the ref_id's active session: the one the ref points
-			// at must be gone, or past its time (then it expires now).
-			prev, err := s.displace(ctx, tx, owner, now)
-			if err != nil {
-				return nil, err
-			}
-			if prev != nil {
-				changes = append(changes, prev)
-			}
-		}
-		c := &change{
-			old:       old,
-			new:       r,
-			oldToken:  snap.tokenHash,
-			events:    events,
-			refActive: r.Status.Active() && r.DeletedAt == nil,
-			refOwned:  owner == id,
-		}
-		if issueToken && edErr == nil {
-			out.token = s.issueToken(c, now)
-		}
-		out.rec, out.changed = r, true
-		return append(changes, c), nil
-	})
-	if errors.Is(err, errNoop) {
-		snap, err := s.load(ctx, s.rdb, id)
-		return mutation{rec: snap.rec}, err
+// mutateSpec says how mutate reads and commits.
+type mutateSpec struct {
+	issueToken  bool // a fresh token replaces the old one
+	readDetails bool // the edit may redact: the event details are rewritten
+}
+
+// mutate applies ed to session id: one read, one commit, again from the
+// read if the session changed meanwhile. A pending session already past
+// its expires_at is expired first, in the same commit, so no operation
+// ever acts on a session that should have expired; if ed then refuses,
+// the expiry alone is committed and ed's error returned.
+func (s *Service) mutate(ctx context.Context, id string, o options, spec mutateSpec, ed edit) (mutation, error) {
+	sh, ok := ShardOfSession(id)
+	if !ok {
+		return mutation{}, ErrNotFound
 	}
+	for attempt := 0; attempt < maxTxAttempts; attempt++ {
+		if attempt > 0 {
+			if err := backoff(ctx); err != nil {
+				return mutation{}, err
+			}
+		}
+		out, err := s.mutateOnce(ctx, sh, id, o, spec, ed)
+		o.once = "" // spent by the first read
+		if !errors.Is(err, errConflict) {
+			return out, err
+		}
+	}
+	return mutation{}, ErrBusy
+}
+
+func (s *Service) mutateOnce(ctx context.Context, sh keyspace.Shard, id string, o options, spec mutateSpec, ed edit) (mutation, error) {
+	old, evDetails, err := s.readWith(ctx, sh, id, o, false, spec.readDetails)
 	if err != nil {
 		return mutation{}, err
 	}
-	return out, edErr
+	now := s.now()
+	r := old.clone()
+	var events []string
+	if overdue(r, now) {
+		events = append(events, expire(r, now))
+	}
+	expired := len(events) > 0
+	more, edErr := ed(r, now)
+	switch {
+	case edErr == nil:
+		events = append(events, more...)
+	case expired:
+		// Commit the expiry; report the edit's refusal, if any.
+		r = old.clone()
+		expire(r, now)
+		if errors.Is(edErr, errNoop) {
+			edErr = nil
+		}
+	case errors.Is(edErr, errNoop):
+		return mutation{rec: old}, nil
+	default:
+		return mutation{rec: old}, edErr
+	}
+	t := newTx()
+	var changes []*change
+	if r.Status.Active() && !old.Status.Active() {
+		// Becoming the ref_id's active session: the one the ref key names
+		// must be gone, or past its time (then it expires now).
+		prev, err := s.displace(ctx, t, sh, r, now)
+		if err != nil {
+			return mutation{rec: old}, err
+		}
+		if prev != nil {
+			changes = append(changes, prev)
+		}
+	}
+	c := &change{
+		old:       old,
+		new:       r,
+		oldToken:  old.TokenHash,
+		events:    events,
+		refActive: r.Status.Active() && r.DeletedAt == nil,
+	}
+	if old.Status.Active() && !c.refActive {
+		t.op("DELIFEQ", s.keys.Ref(sh, r.RefID), id)
+	}
+	if r.RedactedAt != nil && old.RedactedAt == nil {
+		if c.details, err = redactAll(evDetails, *r.RedactedAt); err != nil {
+			return mutation{}, err
+		}
+	}
+	out := mutation{rec: r, changed: true}
+	if spec.issueToken && edErr == nil {
+		out.token = s.issueToken(c, now)
+	}
+	changes = append(changes, c)
+	for _, c := range changes {
+		if err := s.write(t, c, now); err != nil {
+			return mutation{}, err
+		}
+	}
+	if erases(c) {
+		s.eraseLinks(ctx, old.Links) // before: see eraseLinks
+	}
+	err = s.commit(ctx, t)
+	if err != nil && !errors.Is(err, ErrNotDurable) {
+		return mutation{}, err
+	}
+	for _, c := range changes {
+		s.afterCommit(ctx, c)
+	}
+	if erases(c) {
+		s.eraseLinks(ctx, old.Links)
+	}
+	return out, errors.Join(edErr, err)
 }
 
-// displace reads session owner, which the ref key names, for another
-// session about to become the ref_id's active one. It returns nil when
-// owner is gone or no longer active, the change that expires it when it is
-// past its time limit, and ErrRefBusy when it is still active.
-func (s *Service) displace(ctx context.Context, tx *redis.Tx, owner string, now time.Time) (*change, error) {
-	if err := tx.Watch(ctx, sessionKey(owner)).Err(); err != nil {
-		return nil, fmt.Errorf("watch session: %w", err)
+// redactAll returns every event's details without what a redaction
+// removes (the constant part stays).
+func redactAll(evDetails map[string]string, at Time) (map[string]string, error) {
+	out := make(map[string]string, len(evDetails))
+	for f, v := range evDetails {
+		if f == detailsConstant {
+			continue
+		}
+		red, err := redactDetails(v, at)
+		if err != nil {
+			return nil, err
+		}
+		out[f] = red
 	}
-	snap, err := s.load(ctx, tx, owner)
+	return out, nil
+}
+
+// erases reports whether change c removes the session's personal data.
+func erases(c *change) bool {
+	return (c.new.RedactedAt != nil && c.old.RedactedAt == nil) || (c.new.DeletedAt != nil && c.old.DeletedAt == nil)
+}
+
+// ErasedResponse is what a stored response linked to a session holds once
+// the session's personal data is gone: a tombstone without personal data.
+const ErasedResponse = "erased"
+
+// eraseLinks replaces the values of links, keys in other slots that copy
+// the session's personal data, with ErasedResponse (keeping their TTL).
+// It runs before the commit that removes the data, so that a crash after
+// the commit leaves no copy behind, and after it, for a copy written in
+// between (whoever writes one checks Erased afterwards).
+func (s *Service) eraseLinks(ctx context.Context, links []string) {
+	if len(links) == 0 {
+		return
+	}
+	ctx = context.WithoutCancel(ctx)
+	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, k := range links {
+			p.SetArgs(ctx, k, ErasedResponse, redis.SetArgs{Mode: "XX", KeepTTL: true})
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		s.cfg.Logger.Warn("erase stored responses", "err", err.Error())
+	}
+}
+
+// displace adds to t what makes r the ref_id's active session: the ref
+// key must still name what it names now, and that session must be gone,
+// no longer active, or past its time limit (then it expires in the same
+// commit, and its change is returned). ErrRefBusy when it is active.
+func (s *Service) displace(ctx context.Context, t *tx, sh keyspace.Shard, r *record, now time.Time) (*change, error) {
+	refKey := s.keys.Ref(sh, r.RefID)
+	owner, err := s.rdb.Get(ctx, refKey).Result()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("read ref: %w", err)
+	}
+	t.expectValue(refKey, owner)
+	if owner == "" || owner == r.ID {
+		return nil, nil
+	}
+	old, err := s.read(ctx, sh, owner, options{}, false)
 	if errors.Is(err, ErrNotFound) {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, err
 	}
-	old := snap.rec
 	if !old.Status.Active() {
 		return nil, nil
 	}
 	if !overdue(old, now) {
 		return nil, ErrRefBusy
 	}
-	r := old.clone()
-	return &change{old: old, new: r, oldToken: snap.tokenHash, events: []string{expire(r, now)}}, nil
+	prev := old.clone()
+	return &change{old: old, new: prev, oldToken: old.TokenHash, events: []string{expire(prev, now)}}, nil
 }
 
 // overdue reports whether r is pending past its time limit.
@@ -176,191 +262,316 @@ type CreateRequest struct {
 	Person        json.RawMessage `json:"person,omitempty"`
 	Metadata      json.RawMessage `json:"metadata,omitempty"`
 	ForceCreation bool            `json:"force_creation,omitempty"`
+	// Link is a key (in another slot) that will hold a copy of the
+	// response, a stored Idempotency-Key answer: the session's redaction,
+	// delete and purge erase it (ErasedResponse).
+	Link string `json:"-"`
 }
 
 // Validate checks r and normalises its optional objects.
 func (r *CreateRequest) Validate() error {
-	var errs []error
 	if err := checkName("ref_id", r.RefID, true); err != nil {
-		errs = append(errs, err)
+		return err
 	}
 	if err := checkName("flow_id", r.FlowID, false); err != nil {
-		errs = append(errs, err)
+		return err
 	}
 	var err error
 	if r.Person, err = objectOrNil("person", r.Person); err != nil {
-		errs = append(errs, err)
+		return err
 	}
 	if r.Metadata, err = objectOrNil("metadata", r.Metadata); err != nil {
-		errs = append(errs, err)
-	}
-	if len(errs) > 0 {
-		return errs[0]
+		return err
 	}
 	return nil
 }
 
+//go:embed scripts/readref.lua
+var readRefLua string
+
+var readRefScript = redis.NewScript(readRefLua)
+
 // Create makes a session for req.RefID, or returns the ref_id's active
 // session with its time limit extended and a fresh token. With
 // ForceCreation it always makes a new session and cancels the active one.
-func (s *Service) Create(ctx context.Context, req CreateRequest) (*Created, error) {
+// A ref_id without an active session costs one round trip: the new
+// session is committed on the guard that the ref_id has none.
+func (s *Service) Create(ctx context.Context, req CreateRequest, opts ...Option) (*Created, error) {
 	if err := req.Validate(); err != nil {
 		return nil, err
 	}
-	var out *Created
-	err := s.atomically(ctx, []string{refKey(req.RefID)}, func(tx *redis.Tx, now time.Time) ([]*change, error) {
-		out = nil
-		owner, err := tx.Get(ctx, refKey(req.RefID)).Result()
-		if err != nil && !errors.Is(err, redis.Nil) {
-			return nil, fmt.Errorf("read ref: %w", err)
-		}
-		var changes []*change
-		if owner != "" {
-			if err := tx.Watch(ctx, sessionKey(owner)).Err(); err != nil {
-				return nil, fmt.Errorf("watch session: %w", err)
-			}
-			snap, err := s.load(ctx, tx, owner)
-			switch {
-			case errors.Is(err, ErrNotFound):
-				// A stale ref; the new session takes it over.
-			case err != nil:
-				return nil, err
-			default:
-				old := snap.rec
-				r := old.clone()
-				var events []string
-				if overdue(r, now) {
-					events = append(events, expire(r, now))
-				}
-				c := &change{old: old, new: r, oldToken: snap.tokenHash, events: events}
-				switch {
-				case r.Status.Active() && !req.ForceCreation:
-					// Idempotent create: extend and reissue.
-					if r.Status.Pending() {
-						r.ExpiresAt = deadline(now.Add(s.cfg.SessionTTL)).Ptr()
-					}
-					r.UpdatedAt, r.RetainFrom = At(now), At(now)
-					token := s.issueToken(c, now)
-					c.refActive = true
-					out = &Created{Session: r.Session, Token: token, TokenExpiresAt: *r.TokenExpiresAt}
-					return []*change{c}, nil
-				case r.Status.Active():
-					setStatus(r, StatusCanceled, now)
-					c.events = append(c.events, StatusCanceled.EventType())
-				}
-				if len(c.events) > 0 {
-					changes = append(changes, c)
-				}
-			}
-		}
-		r := &record{Session: Session{
-			ID:        uuid.NewString(),
-			RefID:     req.RefID,
-			FlowID:    req.FlowID,
-			Status:    StatusCreated,
-			CreatedAt: At(now),
-			UpdatedAt: At(now),
-			ExpiresAt: deadline(now.Add(s.cfg.SessionTTL)).Ptr(),
-			Metadata:  req.Metadata,
-			Tags:      []string{},
-			Person:    req.Person,
-		}, RetainFrom: At(now)}
-		c := &change{new: r, events: []string{StatusCreated.EventType()}, refActive: true}
-		token := s.issueToken(c, now)
-		out = &Created{Session: r.Session, Token: token, TokenExpiresAt: *r.TokenExpiresAt, New: true}
-		return append(changes, c), nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("create session: %w", err)
+	o := collect(opts)
+	sh := ShardOfRef(req.RefID)
+	refKey := s.keys.Ref(sh, req.RefID)
+	out, err := s.createNew(ctx, sh, req, o, "", nil)
+	if !errors.Is(err, errConflict) {
+		return out, wrap("create session", err)
 	}
-	return out, nil
+	// The ref_id has (or just got) an active session.
+	for attempt := 0; attempt < maxTxAttempts; attempt++ {
+		if attempt > 0 {
+			if err := backoff(ctx); err != nil {
+				return nil, err
+			}
+		}
+		owner, err := s.readRef(ctx, sh, refKey, o)
+		o.once = ""
+		if err != nil {
+			return nil, wrap("create session", err)
+		}
+		out, err = s.createBeside(ctx, sh, req, owner)
+		if !errors.Is(err, errConflict) {
+			return out, wrap("create session", err)
+		}
+	}
+	return nil, ErrBusy
+}
+
+// wrap adds the operation to a server-side error; the caller's own errors
+// (bad input, refusals) stay as they are.
+func wrap(op string, err error) error {
+	if err == nil || isClientError(err) {
+		return err
+	}
+	return fmt.Errorf("%s: %w", op, err)
+}
+
+// readRef reads the ref_id's active session (nil when there is none)
+// with its id in one round trip, spending o.once.
+func (s *Service) readRef(ctx context.Context, sh keyspace.Shard, refKey string, o options) (*ownerRead, error) {
+	keys := []string{refKey, refKey}
+	ttl := ""
+	if o.once != "" {
+		keys[1], ttl = o.once, strconv.FormatInt(max(o.onceTTL.Milliseconds(), 1), 10)
+	}
+	reply, err := readRefScript.Run(ctx, s.rdb, keys, s.keys.Session(sh, ""), s.keys.Personal(sh, ""), ttl).Result()
+	if err != nil {
+		return nil, fmt.Errorf("read ref: %w", err)
+	}
+	res, ok := reply.([]any)
+	if !ok || len(res) != 4 {
+		if n, _ := reply.(int64); n == -1 {
+			return nil, ErrReplayed
+		}
+		return nil, fmt.Errorf("read ref: unexpected reply %v", reply)
+	}
+	str := func(i int) string { v, _ := res[i].(string); return v }
+	or := &ownerRead{id: str(0)}
+	if or.id == "" || str(2) == "" {
+		return or, nil
+	}
+	pii := redis.NewStringCmd(ctx)
+	if p := str(3); p != "" {
+		pii.SetVal(p)
+	} else {
+		pii.SetErr(redis.Nil)
+	}
+	rec, err := s.decode([]any{str(1), str(2)}, pii, true)
+	if err != nil {
+		return nil, err
+	}
+	if rec.DeletedAt == nil {
+		or.rec = rec
+	}
+	return or, nil
+}
+
+// ownerRead is what the ref key named: an id, and its session when that
+// is still there (not deleted).
+type ownerRead struct {
+	id  string
+	rec *record
+}
+
+// createNew commits a new session for req, guarded on the ref key holding
+// owner ("" for none); prev, when not nil, is the owner's change (canceled
+// or expired) to commit with it.
+func (s *Service) createNew(ctx context.Context, sh keyspace.Shard, req CreateRequest, o options, owner string, prev *change) (*Created, error) {
+	now := s.now()
+	r := &record{Session: Session{
+		ID:        newSessionID(sh),
+		RefID:     req.RefID,
+		FlowID:    req.FlowID,
+		Status:    StatusCreated,
+		CreatedAt: At(now),
+		UpdatedAt: At(now),
+		ExpiresAt: deadline(now.Add(s.cfg.SessionTTL)).Ptr(),
+		Metadata:  req.Metadata,
+		Tags:      []string{},
+		Person:    req.Person,
+	}, RetainFrom: At(now)}
+	if req.Link != "" {
+		r.Links = []string{req.Link}
+	}
+	c := &change{new: r, events: []string{StatusCreated.EventType()}, refActive: true}
+	token := s.issueToken(c, now)
+	t := newTx()
+	if o.once != "" {
+		t.spend(o.once, o.onceTTL)
+	}
+	t.expectValue(s.keys.Ref(sh, req.RefID), owner)
+	changes := []*change{c}
+	if prev != nil {
+		changes = append([]*change{prev}, c)
+	}
+	for _, c := range changes {
+		if err := s.write(t, c, now); err != nil {
+			return nil, err
+		}
+	}
+	err := s.commit(ctx, t)
+	if err != nil && !errors.Is(err, ErrNotDurable) {
+		return nil, err
+	}
+	for _, c := range changes {
+		s.afterCommit(ctx, c)
+	}
+	return &Created{Session: r.Session, Token: token, TokenExpiresAt: *r.TokenExpiresAt, New: true}, err
+}
+
+// createBeside creates with the ref_id's active session as read: it
+// returns that session extended and with a fresh token, or (forced)
+// cancels it and makes a new one; when it is gone or over, a new one
+// takes the ref key.
+func (s *Service) createBeside(ctx context.Context, sh keyspace.Shard, req CreateRequest, owner *ownerRead) (*Created, error) {
+	if owner.rec == nil {
+		return s.createNew(ctx, sh, req, options{}, owner.id, nil)
+	}
+	now := s.now()
+	old := owner.rec
+	r := old.clone()
+	var events []string
+	if overdue(r, now) {
+		events = append(events, expire(r, now))
+	}
+	c := &change{old: old, new: r, oldToken: old.TokenHash, events: events}
+	switch {
+	case r.Status.Active() && !req.ForceCreation:
+		// Idempotent create: extend and reissue.
+		if r.Status.Pending() {
+			r.ExpiresAt = deadline(now.Add(s.cfg.SessionTTL)).Ptr()
+		}
+		r.UpdatedAt, r.RetainFrom = At(now), At(now)
+		if req.Link != "" {
+			r.Links = append(r.Links, req.Link)
+		}
+		token := s.issueToken(c, now)
+		c.refActive = true
+		t := newTx()
+		t.expectValue(s.keys.Ref(sh, req.RefID), owner.id)
+		if err := s.write(t, c, now); err != nil {
+			return nil, err
+		}
+		err := s.commit(ctx, t)
+		if err != nil && !errors.Is(err, ErrNotDurable) {
+			return nil, err
+		}
+		s.afterCommit(ctx, c)
+		return &Created{Session: r.Session, Token: token, TokenExpiresAt: *r.TokenExpiresAt}, err
+	case r.Status.Active():
+		setStatus(r, StatusCanceled, now)
+		c.events = append(c.events, StatusCanceled.EventType())
+	}
+	if len(c.events) == 0 {
+		c = nil
+	}
+	return s.createNew(ctx, sh, req, options{}, owner.id, c)
 }
 
 // Get returns session id. A pending session past its time limit is expired
 // on the spot, so a read never shows it pending.
-func (s *Service) Get(ctx context.Context, id string) (*Session, error) {
-	if err := checkID(id); err != nil {
-		return nil, err
+func (s *Service) Get(ctx context.Context, id string, opts ...Option) (*Session, error) {
+	sh, ok := ShardOfSession(id)
+	if !ok {
+		return nil, ErrNotFound
 	}
-	snap, err := s.load(ctx, s.rdb, id)
+	r, err := s.read(ctx, sh, id, collect(opts), false)
 	if err != nil {
-		return nil, err
+		return nil, wrap("get session", err)
 	}
-	if overdue(snap.rec, s.now()) {
-		m, err := s.mutate(ctx, id, false, noop)
+	if overdue(r, s.now()) {
+		m, err := s.mutate(ctx, id, options{}, mutateSpec{}, noop)
 		if err != nil {
-			return nil, err
+			return nil, wrap("get session", err)
 		}
 		return &m.rec.Session, nil
 	}
-	return &snap.rec.Session, nil
+	return &r.Session, nil
 }
 
 func noop(*record, time.Time) ([]string, error) { return nil, errNoop }
 
 // Introspect returns the active session a live token belongs to and when
-// the token stops working. A token lives TokenTTL on the injected clock, and
-// only while it is its session's current one and the session is active;
-// any other token is ErrNotFound.
-func (s *Service) Introspect(ctx context.Context, token string) (*Session, Time, error) {
-	sess, err := s.SessionForToken(ctx, token)
-	if err != nil {
-		return nil, Time{}, err
-	}
-	snap, err := s.load(ctx, s.rdb, sess.ID)
-	if err != nil {
-		return nil, Time{}, err
-	}
-	if snap.rec.TokenExpiresAt == nil || snap.tokenHash != hashToken(token) {
+// the token stops working. A token lives TokenTTL on the injected clock,
+// and only while it is its session's current one and the session is
+// active; any other token is ErrNotFound.
+func (s *Service) Introspect(ctx context.Context, token string, opts ...Option) (*Session, Time, error) {
+	sh, ok := tokenShard(token)
+	if !ok {
+		if o := collect(opts); o.once != "" {
+			// Spend the nonce anyway: a replay is refused whatever it asks.
+			if fresh, err := s.rdb.SetNX(ctx, o.once, 1, o.onceTTL).Result(); err != nil {
+				return nil, Time{}, err
+			} else if !fresh {
+				return nil, Time{}, ErrReplayed
+			}
+		}
 		return nil, Time{}, ErrNotFound
 	}
-	return sess, *snap.rec.TokenExpiresAt, nil
+	hash := hashToken(token)
+	o := collect(opts)
+	p := s.rdb.Pipeline()
+	var once *redis.BoolCmd
+	if o.once != "" {
+		once = p.SetNX(ctx, o.once, 1, o.onceTTL)
+	}
+	idCmd := p.Get(ctx, s.keys.Token(sh, hash))
+	if _, err := p.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return nil, Time{}, fmt.Errorf("read token: %w", err)
+	}
+	if once != nil && !once.Val() {
+		return nil, Time{}, ErrReplayed
+	}
+	id := idCmd.Val()
+	if id == "" {
+		return nil, Time{}, ErrNotFound
+	}
+	sess, err := s.Get(ctx, id)
+	if err != nil {
+		return nil, Time{}, err
+	}
+	r, err := s.read(ctx, sh, id, options{}, false)
+	if err != nil {
+		return nil, Time{}, err
+	}
+	exp := r.TokenExpiresAt
+	if r.TokenHash != hash || exp == nil || !s.now().Before(exp.Time) || !sess.Status.Active() {
+		return nil, Time{}, ErrNotFound
+	}
+	return sess, *exp, nil
+}
+
+// SessionForToken returns the active session a live token belongs to.
+func (s *Service) SessionForToken(ctx context.Context, token string) (*Session, error) {
+	sess, _, err := s.Introspect(ctx, token)
+	return sess, err
 }
 
 // Erased reports whether session id's personal data is gone: it was
 // redacted, deleted or purged.
 func (s *Service) Erased(ctx context.Context, id string) (bool, error) {
-	raw, err := s.rdb.Get(ctx, sessionKey(id)).Result()
-	if errors.Is(err, redis.Nil) {
+	sh, ok := ShardOfSession(id)
+	if !ok {
+		return true, nil
+	}
+	r, err := s.read(ctx, sh, id, options{}, true)
+	if errors.Is(err, ErrNotFound) {
 		return true, nil
 	}
 	if err != nil {
-		return false, fmt.Errorf("read session: %w", err)
-	}
-	rec, err := decodeRecord(raw)
-	if err != nil {
 		return false, err
 	}
-	return rec.RedactedAt != nil || rec.DeletedAt != nil, nil
-}
-
-// SessionForToken returns the active session a live token belongs to. A
-// token lives TokenTTL on the injected clock, and only while it is its
-// session's current one and the session is active.
-func (s *Service) SessionForToken(ctx context.Context, token string) (*Session, error) {
-	hash := hashToken(token)
-	id, err := s.rdb.Get(ctx, tokenKey(hash)).Result()
-	if errors.Is(err, redis.Nil) {
-		return nil, ErrNotFound
-	}
-	if err != nil {
-		return nil, fmt.Errorf("read token: %w", err)
-	}
-	snap, err := s.load(ctx, s.rdb, id)
-	if err != nil {
-		return nil, err
-	}
-	if exp := snap.rec.TokenExpiresAt; snap.tokenHash != hash || (exp != nil && !s.now().Before(exp.Time)) {
-		return nil, ErrNotFound
-	}
-	sess, err := s.Get(ctx, id)
-	if err != nil {
-		return nil, err
-	}
-	if !sess.Status.Active() {
-		return nil, ErrNotFound // it expired on this very read
-	}
-	return sess, nil
+	return r.RedactedAt != nil || r.DeletedAt != nil, nil
 }
 
 // UpdateRequest is the body of PATCH /v1/sessions/{id}. Absent fields stay.
@@ -370,7 +581,7 @@ type UpdateRequest struct {
 }
 
 // Update replaces a session's metadata and/or tags.
-func (s *Service) Update(ctx context.Context, id string, req UpdateRequest) (*Session, error) {
+func (s *Service) Update(ctx context.Context, id string, req UpdateRequest, opts ...Option) (*Session, error) {
 	if err := checkID(id); err != nil {
 		return nil, err
 	}
@@ -386,11 +597,11 @@ func (s *Service) Update(ctx context.Context, id string, req UpdateRequest) (*Se
 			return nil, err
 		}
 	}
-	m, err := s.mutate(ctx, id, false, func(r *record, now time.Time) ([]string, error) {
+	m, err := s.mutate(ctx, id, collect(opts), mutateSpec{}, func(r *record, now time.Time) ([]string, error) {
+		if r.RedactedAt != nil && (meta != nil || (req.Tags != nil && len(*req.Tags) > 0)) {
+			return nil, invalid("body", "the session is redacted; personal data cannot be added back")
+		}
 		if len(req.Metadata) > 0 {
-			if r.RedactedAt != nil && meta != nil {
-				return nil, invalid("metadata", "the session is redacted; personal data cannot be added back")
-			}
 			r.Metadata = meta
 		}
 		if req.Tags != nil {
@@ -407,7 +618,7 @@ func (s *Service) Update(ctx context.Context, id string, req UpdateRequest) (*Se
 
 // Progress moves a session on as the platform reports it: started,
 // submitted or review.
-func (s *Service) Progress(ctx context.Context, id string, to Status) (*Session, error) {
+func (s *Service) Progress(ctx context.Context, id string, to Status, opts ...Option) (*Session, error) {
 	if err := checkID(id); err != nil {
 		return nil, err
 	}
@@ -416,7 +627,7 @@ func (s *Service) Progress(ctx context.Context, id string, to Status) (*Session,
 	default:
 		return nil, invalid("status", `must be "started", "submitted" or "review"`)
 	}
-	m, err := s.mutate(ctx, id, false, transition(to))
+	m, err := s.mutate(ctx, id, collect(opts), mutateSpec{}, transition(to))
 	return result(m, err, "progress session")
 }
 
@@ -428,7 +639,7 @@ type DecisionRequest struct {
 }
 
 // Decide records a verification decision.
-func (s *Service) Decide(ctx context.Context, id string, req DecisionRequest) (*Session, error) {
+func (s *Service) Decide(ctx context.Context, id string, req DecisionRequest, opts ...Option) (*Session, error) {
 	if err := checkID(id); err != nil {
 		return nil, err
 	}
@@ -440,7 +651,7 @@ func (s *Service) Decide(ctx context.Context, id string, req DecisionRequest) (*
 	if utf8.RuneCountInString(req.Reason) > 1024 || !utf8.ValidString(req.Reason) {
 		return nil, invalid("reason", "must be valid UTF-8 of at most 1024 characters")
 	}
-	m, err := s.mutate(ctx, id, false, func(r *record, now time.Time) ([]string, error) {
+	m, err := s.mutate(ctx, id, collect(opts), mutateSpec{}, func(r *record, now time.Time) ([]string, error) {
 		events, err := transition(req.Status)(r, now)
 		if err != nil {
 			return nil, err
@@ -455,27 +666,27 @@ func (s *Service) Decide(ctx context.Context, id string, req DecisionRequest) (*
 }
 
 // Cancel cancels an active session.
-func (s *Service) Cancel(ctx context.Context, id string) (*Session, error) {
+func (s *Service) Cancel(ctx context.Context, id string, opts ...Option) (*Session, error) {
 	if err := checkID(id); err != nil {
 		return nil, err
 	}
-	m, err := s.mutate(ctx, id, false, transition(StatusCanceled))
+	m, err := s.mutate(ctx, id, collect(opts), mutateSpec{}, transition(StatusCanceled))
 	return result(m, err, "cancel session")
 }
 
 // Expire ends a pending session now: created and resubmission_requested
 // become expired, started becomes abandoned.
-func (s *Service) Expire(ctx context.Context, id string) (*Session, error) {
+func (s *Service) Expire(ctx context.Context, id string, opts ...Option) (*Session, error) {
 	if err := checkID(id); err != nil {
 		return nil, err
 	}
-	m, err := s.mutate(ctx, id, false, func(r *record, now time.Time) ([]string, error) {
+	m, err := s.mutate(ctx, id, collect(opts), mutateSpec{}, func(r *record, now time.Time) ([]string, error) {
 		if !r.Status.Pending() {
 			return nil, &TransitionError{From: r.Status, To: expiryStatus(r.Status)}
 		}
 		return []string{expire(r, now)}, nil
 	})
-	if errors.Is(err, ErrInvalidTransition) && m.rec != nil && (m.rec.Status == StatusExpired || m.rec.Status == StatusAbandoned) {
+	if errors.Is(err, ErrInvalidTransition) && m.changed && (m.rec.Status == StatusExpired || m.rec.Status == StatusAbandoned) {
 		// It was overdue and has just been expired by this very call.
 		return &m.rec.Session, nil
 	}
@@ -486,13 +697,9 @@ func (s *Service) Expire(ctx context.Context, id string) (*Session, error) {
 // reports whether it did. The scheduler calls it; running it twice, or on a
 // session that moved on, changes nothing.
 func (s *Service) ExpireDue(ctx context.Context, id string) (bool, error) {
-	m, err := s.mutate(ctx, id, false, noop)
+	m, err := s.mutate(ctx, id, options{}, mutateSpec{}, noop)
 	if errors.Is(err, ErrNotFound) {
-		// Deleted or gone: drop a stale due entry, if any.
-		if err := s.rdb.ZRem(ctx, ExpireDueKey, id).Err(); err != nil {
-			return false, fmt.Errorf("expire due session: %w", err)
-		}
-		return false, nil
+		return false, s.dropDue(ctx, id, WorkExpire)
 	}
 	if err != nil {
 		return false, fmt.Errorf("expire due session: %w", err)
@@ -502,11 +709,11 @@ func (s *Service) ExpireDue(ctx context.Context, id string) (bool, error) {
 
 // Resume takes an expired or abandoned session back to the active status
 // it had, with a fresh token and time limit; its progress is kept.
-func (s *Service) Resume(ctx context.Context, id string) (*Created, error) {
+func (s *Service) Resume(ctx context.Context, id string, opts ...Option) (*Created, error) {
 	if err := checkID(id); err != nil {
 		return nil, err
 	}
-	m, err := s.mutate(ctx, id, true, func(r *record, now time.Time) ([]string, error) {
+	m, err := s.mutate(ctx, id, collect(opts), mutateSpec{issueToken: true}, func(r *record, now time.Time) ([]string, error) {
 		to, ok := resumeStatus(r.Status, r.ExpiredFrom)
 		if !ok {
 			return nil, &TransitionError{From: r.Status}
@@ -525,11 +732,11 @@ func (s *Service) Resume(ctx context.Context, id string) (*Created, error) {
 // Delete deletes a session: it is gone from every read at once and its data
 // leaves Redis within PurgeAfter. A pending session is first expired (or
 // abandoned), with its event, as if its time had run out.
-func (s *Service) Delete(ctx context.Context, id string) error {
+func (s *Service) Delete(ctx context.Context, id string, opts ...Option) error {
 	if err := checkID(id); err != nil {
 		return err
 	}
-	m, err := s.mutate(ctx, id, false, func(r *record, now time.Time) ([]string, error) {
+	m, err := s.mutate(ctx, id, collect(opts), mutateSpec{}, func(r *record, now time.Time) ([]string, error) {
 		if err := deleteRefusal(r.Status); err != nil {
 			return nil, err
 		}
@@ -546,13 +753,14 @@ func (s *Service) Delete(ctx context.Context, id string) error {
 	return err
 }
 
-// Redact removes a session's personal data (person, metadata) for good. A
-// second redaction changes nothing.
-func (s *Service) Redact(ctx context.Context, id string) (*Session, error) {
+// Redact removes a session's personal data (person, metadata, tags, the
+// decision's reason) for good, from the session and its events. A second
+// redaction changes nothing.
+func (s *Service) Redact(ctx context.Context, id string, opts ...Option) (*Session, error) {
 	if err := checkID(id); err != nil {
 		return nil, err
 	}
-	m, err := s.mutate(ctx, id, false, redact(nil))
+	m, err := s.mutate(ctx, id, collect(opts), mutateSpec{readDetails: true}, redact(nil))
 	return result(m, err, "redact session")
 }
 
@@ -563,18 +771,21 @@ func redact(due func(r *record, now time.Time) bool) edit {
 			return nil, errNoop
 		}
 		r.Person, r.Metadata = nil, nil
+		r.Tags = []string{}
+		if r.Decision != nil {
+			r.Decision.Reason = ""
+		}
 		r.RedactedAt = At(now).Ptr()
 		r.UpdatedAt = At(now)
 		return []string{EventRedacted}, nil
 	}
 }
 
+// result is an operation's answer: the session it left, or why not (a
+// change that committed without enough replicas is ErrNotDurable too).
 func result(m mutation, err error, op string) (*Session, error) {
 	if err != nil {
-		if isClientError(err) {
-			return nil, err
-		}
-		return nil, fmt.Errorf("%s: %w", op, err)
+		return nil, wrap(op, err)
 	}
 	return &m.rec.Session, nil
 }
@@ -584,11 +795,22 @@ func result(m mutation, err error, op string) (*Session, error) {
 func isClientError(err error) bool {
 	var v *ValidationError
 	return errors.As(err, &v) || errors.Is(err, ErrNotFound) || errors.Is(err, ErrInvalidTransition) ||
-		errors.Is(err, ErrSessionInProgress) || errors.Is(err, ErrNotCompleted) || errors.Is(err, ErrRefBusy)
+		errors.Is(err, ErrSessionInProgress) || errors.Is(err, ErrNotCompleted) || errors.Is(err, ErrRefBusy) ||
+		errors.Is(err, ErrReplayed)
 }
 
+// checkID accepts the session ids sessiond makes: lowercase UUIDs whose
+// last digit names a shard.
 func checkID(id string) error {
 	if err := uuid.Validate(id); err != nil || len(id) != 36 {
+		return ErrNotFound
+	}
+	for i := 0; i < len(id); i++ {
+		if c := id[i]; c >= 'A' && c <= 'F' {
+			return ErrNotFound
+		}
+	}
+	if _, ok := keyspace.SessionShard(id); !ok {
 		return ErrNotFound
 	}
 	return nil

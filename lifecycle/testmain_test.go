@@ -4,6 +4,8 @@ import (
 	"testing"
 
 	"go.uber.org/goleak"
+
+	"github.com/sessiond/sessiond/internal/redistest"
 )
 
 // TestMain fails the package when a test leaves a goroutine behind. No
@@ -11,5 +13,5 @@ import (
 // (redistest's Client and the tests' own), every httptest server too, so
 // the pools' goroutines are gone when the last test returns.
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(redistest.Wrap(m))
 }

@@ -4,51 +4,45 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 	"time"
 
-	"github.com/redis/go-redis/v9"
+	"github.com/sessiond/sessiond/internal/keyspace"
 )
 
-// dueKeys maps each kind of timed work to its due index.
-var dueKeys = map[WorkKind]string{
-	WorkExpire: ExpireDueKey,
-	WorkRedact: RedactDueKey,
-	WorkPurge:  PurgeDueKey,
+// DueKey is the due index of one kind of timed work in one shard: a sorted
+// set of session ids scored by due time (unix ms). The scheduler claims
+// from it.
+func (s *Service) DueKey(sh keyspace.Shard, kind WorkKind) string {
+	return s.keys.Due(sh, string(kind))
 }
 
-// Due returns up to limit session ids whose kind of work is due at now,
-// earliest first.
-func (s *Service) Due(ctx context.Context, kind WorkKind, now time.Time, limit int64) ([]string, error) {
-	key, ok := dueKeys[kind]
+// dropDue removes session id's entries from the due indexes of kinds once
+// its record is gone (its TTL ran out before a purge ran). Like every
+// write it goes through the commit, guarded on the record's absence, so
+// it never drops the work of a session that exists: a deleted one's own
+// commits keep its entries right.
+func (s *Service) dropDue(ctx context.Context, id string, kinds ...WorkKind) error {
+	sh, ok := ShardOfSession(id)
 	if !ok {
-		return nil, fmt.Errorf("due: unknown work kind %q", kind)
+		return nil
 	}
-	ids, err := s.rdb.ZRangeArgs(ctx, redis.ZRangeArgs{
-		Key: key, Start: "-inf", Stop: strconv.FormatInt(now.UnixMilli(), 10),
-		ByScore: true, Count: limit,
-	}).Result()
-	if err != nil {
-		return nil, fmt.Errorf("due %s: %w", kind, err)
+	t := newTx()
+	t.expectVersion(s.keys.Session(sh, id), 0)
+	for _, kind := range kinds {
+		t.op("ZREM", s.DueKey(sh, kind), id)
 	}
-	return ids, nil
+	return s.repair(ctx, t, "drop due entries")
 }
 
-// NextDue returns when the earliest work of kind is due (UTC); ok is false
-// when there is none.
-func (s *Service) NextDue(ctx context.Context, kind WorkKind) (at time.Time, ok bool, err error) {
-	key, known := dueKeys[kind]
-	if !known {
-		return time.Time{}, false, fmt.Errorf("next due: unknown work kind %q", kind)
+// repair commits t, a correction of an index guarded on what it corrects:
+// a conflict means a change has just written the index right, and a
+// replica that has not acknowledged it yet loses nothing that matters.
+func (s *Service) repair(ctx context.Context, t *tx, op string) error {
+	err := s.commit(ctx, t)
+	if err == nil || errors.Is(err, errConflict) || errors.Is(err, ErrNotDurable) {
+		return nil
 	}
-	zs, err := s.rdb.ZRangeWithScores(ctx, key, 0, 0).Result()
-	if err != nil {
-		return time.Time{}, false, fmt.Errorf("next due %s: %w", kind, err)
-	}
-	if len(zs) == 0 {
-		return time.Time{}, false, nil
-	}
-	return time.UnixMilli(int64(zs[0].Score)).UTC(), true, nil
+	return fmt.Errorf("%s: %w", op, err)
 }
 
 // Run does one piece of timed work if it is due; it reports whether it
@@ -69,12 +63,12 @@ func (s *Service) Run(ctx context.Context, kind WorkKind, id string) (bool, erro
 // redactDue redacts a terminal session whose retention has ended.
 func (s *Service) redactDue(ctx context.Context, id string) (bool, error) {
 	due := func(r *record, now time.Time) bool {
-		return r.Status.Terminal() && !now.Before(r.RetainFrom.Add(s.cfg.Retention))
+		return r.Status.Terminal() && !now.Before(s.redactAt(r))
 	}
-	m, err := s.mutate(ctx, id, false, redact(due))
+	m, err := s.mutate(ctx, id, options{}, mutateSpec{readDetails: true}, redact(due))
 	if errors.Is(err, ErrNotFound) {
 		// Deleted or gone: nothing to redact; drop the stale entry.
-		return false, s.rdb.ZRem(ctx, RedactDueKey, id).Err()
+		return false, s.dropDue(ctx, id, WorkRedact)
 	}
 	if err != nil {
 		return false, fmt.Errorf("redact due session: %w", err)
@@ -82,57 +76,73 @@ func (s *Service) redactDue(ctx context.Context, id string) (bool, error) {
 	return m.changed, nil
 }
 
-// purge removes every key of a session whose purge time has come.
+// purge removes every key of a session whose purge time has come: a
+// deleted session PurgeAfter after its delete, any other RecordRetention
+// after its last change. Its events stay in the outbox, reduced; the
+// outbox gets an EventPurged entry, by which the dispatcher drops the
+// session's deliveries.
 func (s *Service) purge(ctx context.Context, id string) (bool, error) {
-	purged := false
-	err := s.atomically(ctx, []string{sessionKey(id)}, func(tx *redis.Tx, now time.Time) ([]*change, error) {
-		purged = false
-		raw, err := tx.Get(ctx, sessionKey(id)).Result()
-		if err != nil && !errors.Is(err, redis.Nil) {
-			return nil, fmt.Errorf("read session: %w", err)
-		}
-		var r *record
-		if err == nil {
-			if r, err = decodeRecord(raw); err != nil {
-				return nil, err
-			}
-			if at := s.purgeAt(r); now.Before(at) {
-				// Not due (the session changed since): fix the index.
-				return nil, tx.ZAdd(ctx, PurgeDueKey, redis.Z{Score: float64(at.UnixMilli()), Member: id}).Err()
-			}
-			if err := tx.Watch(ctx, refKey(r.RefID)).Err(); err != nil {
-				return nil, fmt.Errorf("watch ref: %w", err)
+	sh, ok := ShardOfSession(id)
+	if !ok {
+		return false, nil
+	}
+	for attempt := 0; attempt < maxTxAttempts; attempt++ {
+		if attempt > 0 {
+			if err := backoff(ctx); err != nil {
+				return false, err
 			}
 		}
-		var owner, token string
-		if r != nil {
-			owner, _ = tx.Get(ctx, refKey(r.RefID)).Result()
-			token = r.TokenHash
+		purged, err := s.purgeOnce(ctx, sh, id)
+		if !errors.Is(err, errConflict) {
+			return purged, err
 		}
-		_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
-			p.Del(ctx, sessionKey(id), piiKey(id))
-			if token != "" {
-				p.Del(ctx, tokenKey(token))
-			}
-			for _, key := range dueKeys {
-				p.ZRem(ctx, key, id)
-			}
-			if r != nil {
-				m := indexMember(&r.Session)
-				p.ZRem(ctx, allIndexKey, m)
-				p.ZRem(ctx, refIndexKey(r.RefID), m)
-				p.ZRem(ctx, statusIndexKey(r.Status), m)
-				if owner == id {
-					p.Del(ctx, refKey(r.RefID))
-				}
-			}
-			return nil
-		})
-		purged = err == nil && r != nil
-		return nil, err
-	})
+	}
+	return false, ErrBusy
+}
+
+func (s *Service) purgeOnce(ctx context.Context, sh keyspace.Shard, id string) (bool, error) {
+	now := s.now()
+	k := s.keys
+	r, err := s.read(ctx, sh, id, options{}, true)
+	if errors.Is(err, ErrNotFound) {
+		// Gone already (its TTL ran out): drop stale due entries.
+		return false, s.dropDue(ctx, id, WorkKinds...)
+	}
 	if err != nil {
 		return false, fmt.Errorf("purge session: %w", err)
 	}
-	return purged, nil
+	if at := s.purgeDue(r); now.Before(at) {
+		// Not due (the session changed since the entry was claimed):
+		// put the entry back at its time, unless the session changed
+		// again meanwhile (its commit did).
+		t := newTx()
+		t.expectVersion(k.Session(sh, id), r.Version)
+		t.op("ZADD", s.DueKey(sh, WorkPurge), at.UnixMilli(), id)
+		return false, s.repair(ctx, t, "purge session")
+	}
+	s.eraseLinks(ctx, r.Links)
+	t := newTx()
+	t.expectVersion(k.Session(sh, id), r.Version)
+	for _, key := range []string{k.Session(sh, id), k.Personal(sh, id), k.EventDetails(sh, id)} {
+		t.op("DEL", key)
+	}
+	if r.TokenHash != "" {
+		t.op("DEL", k.Token(sh, r.TokenHash))
+	}
+	t.op("DELIFEQ", k.Ref(sh, r.RefID), id)
+	member := indexMember(&r.Session)
+	t.op("ZREM", k.IndexAll(sh), member)
+	t.op("ZREM", k.IndexRef(sh, r.RefID), member)
+	t.op("ZREM", k.IndexStatus(sh, string(r.Status)), member)
+	for _, kind := range WorkKinds {
+		t.op("ZREM", s.DueKey(sh, kind), id)
+	}
+	ev := &Event{ID: newEventID(), Type: EventPurged, SessionID: id, Status: r.Status, Sequence: r.Seq, Timestamp: At(now)}
+	minID := fmt.Sprint(now.Add(-s.cfg.EventsRetention).UnixMilli())
+	t.op("XADD", k.Outbox(sh), ev.streamArgs(minID)...)
+	if err := s.commit(ctx, t); err != nil && !errors.Is(err, ErrNotDurable) {
+		return false, fmt.Errorf("purge session: %w", err)
+	}
+	s.eraseLinks(ctx, r.Links)
+	return true, nil
 }

@@ -19,16 +19,28 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/sessiond/sessiond/internal/keyspace"
 	"github.com/sessiond/sessiond/internal/redistest"
 	"github.com/sessiond/sessiond/lifecycle"
 )
 
-// Benchmark knobs (test flags, so `go test -bench` can shrink the run).
+// Benchmark knobs: test flags (go test ... -args -expiry.n 10000), whose
+// defaults SESSIOND_BENCH_EXPIRY_N and SESSIOND_BENCH_EXPIRY_WINDOW change,
+// so that a plain `go test -bench` can run a smaller benchmark.
 var (
-	benchN      = flag.Int("expiry.n", 100_000, "BenchmarkExpiryLag: pending sessions")
-	benchWindow = flag.Duration("expiry.window", 60*time.Second, "BenchmarkExpiryLag: their expires_at spread over this window")
+	benchN      = flag.Int("expiry.n", envOr("SESSIOND_BENCH_EXPIRY_N", 100_000, strconv.Atoi), "BenchmarkExpiryLag: pending sessions")
+	benchWindow = flag.Duration("expiry.window", envOr("SESSIOND_BENCH_EXPIRY_WINDOW", 60*time.Second, time.ParseDuration), "BenchmarkExpiryLag: their expires_at spread over this window")
 	benchLead   = flag.Duration("expiry.lead", 0, "BenchmarkExpiryLag: time to create them before the window opens (0: from -expiry.n)")
 )
+
+// envOr is the environment variable name parsed by parse, or def when it
+// is unset or does not parse.
+func envOr[T any](name string, def T, parse func(string) (T, error)) T {
+	if v, err := parse(os.Getenv(name)); err == nil {
+		return v
+	}
+	return def
+}
 
 // offsetClock is the wall clock moved forward by an offset, so the sweep
 // phase can jump past the retention without waiting.
@@ -38,19 +50,20 @@ func (c *offsetClock) Now() time.Time { return time.Now().Add(time.Duration(c.of
 
 // BenchmarkExpiryLag creates -expiry.n pending sessions (no personal data)
 // whose expires_at spread evenly over -expiry.window, lets one scheduler
-// (poller and tasks as in production) expire them on the wall clock,
-// and reports:
+// (its poller, woken by its alarm, as in production) expire them on the
+// wall clock, all on one Redis, and reports:
 //
 //	lag-p50-ms, lag-p99-ms, lag-max-ms  expires_at to the committed status
 //	                                     change (outbox event time)
 //	early                                status changes before expires_at (must be 0)
 //	B/session                            INFO used_memory growth per pending session
-//	sweep-max-cmd-us                     longest Redis command (SLOWLOG) while one
-//	                                     sweep redacts and purges them all
-//	sweep-sessions/s                     that sweep's throughput
+//	sweep-max-cmd-us                     longest Redis command (SLOWLOG) while two
+//	                                     sweeps redact, then purge, them all
+//	sweep-works/s                        those sweeps' throughput (Runs per second)
 //
 // Run it once: go test ./scheduler -run '^$' -bench ExpiryLag -benchtime 1x
-// (add -expiry.n 10000 -expiry.window 10s for a quick look).
+// (SESSIOND_BENCH_EXPIRY_N=10000 SESSIOND_BENCH_EXPIRY_WINDOW=10s for a
+// quick look).
 func BenchmarkExpiryLag(b *testing.B) {
 	for range b.N {
 		benchExpiryLag(b, *benchN, *benchWindow)
@@ -68,9 +81,9 @@ func benchExpiryLag(b *testing.B, n int, window time.Duration) {
 	defer loadRDB.Close()
 	clock := &offsetClock{}
 	// The production defaults, except that the outbox keeps events past
-	// the sweep phase's jump of the clock: otherwise the first XADD after
-	// the jump trims thousands of entries at once, which measures the jump.
-	const retention, purgeAfter, eventsRetention = 720 * time.Hour, 12 * time.Hour, 1000 * time.Hour
+	// the sweep phase's jumps of the clock: otherwise the first XADD after
+	// a jump trims thousands of entries at once, which measures the jump.
+	const retention, recordRetention, eventsRetention = 720 * time.Hour, 2160 * time.Hour, 3000 * time.Hour
 	lead := *benchLead
 	if lead <= 0 {
 		lead = 10*time.Second + time.Duration(n)*time.Second/2000
@@ -83,11 +96,11 @@ func benchExpiryLag(b *testing.B, n int, window time.Duration) {
 	// No cron sweep: the sweep phase below runs the sweep itself, one at a
 	// time, so each jump of the clock finds the previous sweep done. (During
 	// the expiry window a sweep finds nothing the poller has not taken.)
-	sched := New(rdb, Config{SweepEvery: -1, Now: clock.Now, Logger: logger, Tasks: srv.Client()})
-	lcfg := lifecycle.Config{SessionTTL: ttl, Retention: retention, PurgeAfter: purgeAfter, EventsRetention: eventsRetention, Timer: sched}
+	alarm := NewAlarm()
+	lcfg := lifecycle.Config{SessionTTL: ttl, Retention: retention, RecordRetention: recordRetention, EventsRetention: eventsRetention, Timer: alarm}
 	lcfg.Now = clock.Now
 	svc := lifecycle.New(rdb, lcfg)
-	sched.Drive(svc)
+	sched := New(rdb, svc, alarm, Config{SweepEvery: -1, Now: clock.Now, Logger: logger, Tasks: srv.Client()})
 	if err := sched.Start(ctx); err != nil {
 		b.Fatal(err)
 	}
@@ -105,8 +118,9 @@ func benchExpiryLag(b *testing.B, n int, window time.Duration) {
 	defer stop()
 	memBefore := usedMemory(b, rdb)
 
-	// Create: each worker's service has a clock it sets per session so
-	// that expires_at lands where the plan puts it, in order.
+	// Create: each worker's service (the admin API of this replica: its
+	// alarm is the scheduler's) has a clock it sets per session so that
+	// expires_at lands where the plan puts it, in order.
 	start := time.Now()
 	open := start.Add(lead)
 	dueOf := func(i int) time.Time { return open.Add(time.Duration(int64(window) * int64(i) / int64(n))) }
@@ -153,9 +167,13 @@ func benchExpiryLag(b *testing.B, n int, window time.Duration) {
 	memAfter := usedMemory(b, rdb)
 	perSession := float64(memAfter-memBefore) / float64(n)
 	b.Logf("created %d sessions in %v (%.0f/s); memory %.0f B/session", n, created.Round(time.Millisecond), float64(n)/created.Seconds(), perSession)
+	// go test shows a benchmark's first 10 log lines (all with -v): the
+	// summary lines come first, the details are logged last.
+	var details []string
+	detail := func(format string, args ...any) { details = append(details, fmt.Sprintf(format, args...)) }
 	breakdownStart := time.Now()
-	logBreakdown(b, rdb, n)
-	b.Logf("memory breakdown took %v; the window opens in %v", time.Since(breakdownStart).Round(time.Millisecond), time.Until(open).Round(time.Millisecond))
+	breakdown := memoryBreakdown(b, rdb, n)
+	detail("memory breakdown took %v; the window opened %v later", time.Since(breakdownStart).Round(time.Millisecond), time.Until(open).Round(time.Millisecond))
 	if time.Now().After(open) {
 		b.Fatalf("setup ran into the expiry window: raise -expiry.lead")
 	}
@@ -181,15 +199,13 @@ func benchExpiryLag(b *testing.B, n int, window time.Duration) {
 	}()
 	loadBefore := loadAvg()
 
-	// Expire: wait until the window has passed and the index is empty.
+	// Expire: wait until the window has passed and every shard's index is
+	// empty.
 	deadline := open.Add(window + 30*time.Second)
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	for ; ; <-tick.C {
-		left, err := rdb.ZCard(ctx, lifecycle.ExpireDueKey).Result()
-		if err != nil {
-			b.Fatal(err)
-		}
+		left := pendingExpiries(b, rdb, svc)
 		if left == 0 && time.Now().After(open.Add(window)) {
 			break
 		}
@@ -198,12 +214,13 @@ func benchExpiryLag(b *testing.B, n int, window time.Duration) {
 		}
 	}
 	stopStall()
-	b.Logf("during the window: load average %s -> %s; this process's 5ms sleeps overslept by up to %v",
+	detail("during the window: load average %s -> %s; this process's 5ms sleeps overslept by up to %v",
 		loadBefore, loadAvg(), (<-stall).Round(time.Millisecond))
 	if lat, err := rdb.Do(ctx, "LATENCY", "LATEST").Result(); err == nil {
-		b.Logf("redis LATENCY LATEST (event, at, latest ms, max ms): %v", lat)
+		detail("redis LATENCY LATEST (event, at, latest ms, max ms): %v", lat)
 	}
-	lags, early, dup := expiryLags(b, rdb, due, open)
+	lags, early, dup, worst := expiryLags(b, rdb, svc.Keys(), due, open)
+	detail("largest lags by second of the window:%s", worst)
 	if len(lags) != n {
 		b.Errorf("%d of %d sessions expired", len(lags), n)
 	}
@@ -213,9 +230,9 @@ func benchExpiryLag(b *testing.B, n int, window time.Duration) {
 	pct := func(p float64) float64 { return float64(lags[int(p*float64(len(lags)-1))]) / float64(time.Millisecond) }
 	b.Logf("expiry lag: p50 %.0f ms, p99 %.0f ms, max %.0f ms, early %d, of %d", pct(0.5), pct(0.99), pct(1), early, len(lags))
 
-	// Sweep: jump past retention, then past the purge; each time one sweep
-	// redacts, then purges, every session. SLOWLOG keeps every command over
-	// 100µs meanwhile.
+	// Sweep: jump past the retention, then past the record retention; one
+	// sweep redacts, then one purges, every session. SLOWLOG keeps every
+	// command over 100µs meanwhile.
 	for _, kv := range [][2]string{{"slowlog-log-slower-than", "100"}, {"slowlog-max-len", "100000"}} {
 		if err := rdb.ConfigSet(ctx, kv[0], kv[1]).Err(); err != nil {
 			b.Fatal(err)
@@ -226,7 +243,7 @@ func benchExpiryLag(b *testing.B, n int, window time.Duration) {
 	}
 	sweepStart := time.Now()
 	done := map[lifecycle.WorkKind]int{}
-	for _, jump := range []time.Duration{retention, retention + purgeAfter} {
+	for _, jump := range []time.Duration{retention, recordRetention} {
 		clock.off.Store(int64(jump + time.Minute))
 		d, err := sched.sweep(ctx)
 		if err != nil {
@@ -247,21 +264,22 @@ func benchExpiryLag(b *testing.B, n int, window time.Duration) {
 	if len(slow) > 0 {
 		maxCmd = slow[0]
 	}
-	for _, e := range slow[:min(len(slow), 5)] {
-		b.Logf("slow: %v %s", e.Duration, strings.Join(truncArgs(e.Args), " "))
-	}
 	b.Logf("sweeps: redacted %d, purged %d in %v; %d commands over 100µs, longest %v: %s",
 		done[lifecycle.WorkRedact], done[lifecycle.WorkPurge], sweepTook.Round(time.Millisecond), len(slow), maxCmd.Duration, strings.Join(truncArgs(maxCmd.Args), " "))
+	for _, e := range slow[1:min(len(slow), 5)] {
+		b.Logf("next slowest: %v %s", e.Duration, strings.Join(truncArgs(e.Args), " "))
+	}
 	if done[lifecycle.WorkRedact] != n || done[lifecycle.WorkPurge] != n {
 		b.Errorf("sweeps redacted %d and purged %d, want %d each", done[lifecycle.WorkRedact], done[lifecycle.WorkPurge], n)
 	}
 	if left, err := rdb.DBSize(ctx).Result(); err == nil {
-		b.Logf("keys left after the purge: %d (Asynq's own, and the redaction tasks the jump overtook)", left)
+		detail("keys left after the purge: %d (Asynq's own, the outboxes and the shards' indexes)", left)
 	}
 	stop()
 	if logBuf.Len() > 0 {
-		b.Logf("scheduler warnings:\n%s", firstLines(logBuf.String(), 10))
+		detail("scheduler warnings:\n%s", firstLines(logBuf.String(), 10))
 	}
+	b.Log(strings.Join(append(details, breakdown), "\n"))
 
 	b.ReportMetric(pct(0.50), "lag-p50-ms")
 	b.ReportMetric(pct(0.99), "lag-p99-ms")
@@ -272,29 +290,51 @@ func benchExpiryLag(b *testing.B, n int, window time.Duration) {
 	b.ReportMetric(float64(2*n)/sweepTook.Seconds(), "sweep-works/s")
 }
 
-// expiryLags reads every session.expired event and returns the lags from
-// expires_at, sorted, with how many were early and how many sessions had
-// more than one.
-func expiryLags(b *testing.B, rdb *redis.Client, due map[string]int64, open time.Time) (lags []time.Duration, early, dup int) {
+// pendingExpiries is how many ids are left in the shards' expire indexes.
+func pendingExpiries(b *testing.B, rdb *redis.Client, svc *lifecycle.Service) int64 {
+	var left int64
+	for sh := range keyspace.Shards {
+		n, err := rdb.ZCard(context.Background(), svc.DueKey(keyspace.Shard(sh), lifecycle.WorkExpire)).Result()
+		if err != nil {
+			b.Fatal(err)
+		}
+		left += n
+	}
+	return left
+}
+
+// expiryLags reads every shard's session.expired events and returns the
+// lags from expires_at, sorted, with how many were early, how many
+// sessions had more than one, and the five seconds of the window with the
+// largest lags.
+func expiryLags(b *testing.B, rdb *redis.Client, ks keyspace.Space, due map[string]int64, open time.Time) (lags []time.Duration, early, dup int, worstSeconds string) {
 	seen := make(map[string]bool, len(due))
 	worst := map[int64]time.Duration{} // by second of the window: the largest lag
-	defer func() {
-		secs := slices.Collect(maps.Keys(worst))
-		slices.SortFunc(secs, func(x, y int64) int { return cmp.Compare(worst[y], worst[x]) })
-		var sb strings.Builder
-		for _, sec := range secs[:min(5, len(secs))] {
-			fmt.Fprintf(&sb, " second %d: %v;", sec, worst[sec])
-		}
-		b.Logf("largest lags by second of the window:%s", sb.String())
-	}()
+	for sh := range keyspace.Shards {
+		l, e, d := shardExpiryLags(b, rdb, ks, keyspace.Shard(sh), due, open, seen, worst)
+		lags, early, dup = append(lags, l...), early+e, dup+d
+	}
+	slices.Sort(lags)
+	secs := slices.Collect(maps.Keys(worst))
+	slices.SortFunc(secs, func(x, y int64) int { return cmp.Compare(worst[y], worst[x]) })
+	var sb strings.Builder
+	for _, sec := range secs[:min(5, len(secs))] {
+		fmt.Fprintf(&sb, " second %d: %v;", sec, worst[sec])
+	}
+	return lags, early, dup, sb.String()
+}
+
+// shardExpiryLags does expiryLags' work for one shard's outbox.
+func shardExpiryLags(b *testing.B, rdb *redis.Client, ks keyspace.Space, sh keyspace.Shard, due map[string]int64, open time.Time,
+	seen map[string]bool, worst map[int64]time.Duration) (lags []time.Duration, early, dup int) {
 	start := "-"
 	for {
-		msgs, err := rdb.XRangeN(context.Background(), lifecycle.OutboxKey, start, "+", 10_000).Result()
+		msgs, err := rdb.XRangeN(context.Background(), ks.Outbox(sh), start, "+", 10_000).Result()
 		if err != nil {
 			b.Fatal(err)
 		}
 		for _, m := range msgs {
-			ev, err := lifecycle.ParseEvent(m)
+			ev, err := lifecycle.ParseEvent(sh, m)
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -319,7 +359,6 @@ func expiryLags(b *testing.B, rdb *redis.Client, due map[string]int64, open time
 		}
 		start = "(" + msgs[len(msgs)-1].ID
 	}
-	slices.Sort(lags)
 	return lags, early, dup
 }
 
@@ -355,14 +394,15 @@ func usedMemory(b *testing.B, rdb *redis.Client) int64 {
 }
 
 var (
+	tagRE  = regexp.MustCompile(`\{[0-9]+-[0-9]+\}`)
 	uuidRE = regexp.MustCompile(`[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}`)
 	hashRE = regexp.MustCompile(`[0-9a-f]{64}`)
 	refRE  = regexp.MustCompile(`bench-[0-9]+`)
 )
 
-// logBreakdown logs MEMORY USAGE summed by key pattern, per session: what
-// a pending session costs, and where.
-func logBreakdown(b *testing.B, rdb *redis.Client, n int) {
+// memoryBreakdown is MEMORY USAGE summed by key pattern, per session:
+// what a pending session costs, and where.
+func memoryBreakdown(b *testing.B, rdb *redis.Client, n int) string {
 	ctx := context.Background()
 	type group struct {
 		keys  int
@@ -383,7 +423,7 @@ func logBreakdown(b *testing.B, rdb *redis.Client, n int) {
 			b.Fatal(err)
 		}
 		for i, k := range batch {
-			pat := refRE.ReplaceAllString(hashRE.ReplaceAllString(uuidRE.ReplaceAllString(k, "<id>"), "<hash>"), "<ref>")
+			pat := tagRE.ReplaceAllString(refRE.ReplaceAllString(hashRE.ReplaceAllString(uuidRE.ReplaceAllString(k, "<id>"), "<hash>"), "<ref>"), "{<shard>}")
 			g := groups[pat]
 			if g == nil {
 				g = &group{}
@@ -422,7 +462,7 @@ func logBreakdown(b *testing.B, rdb *redis.Client, n int) {
 			fmt.Fprintf(&sb, "  %7.0f B  %7d keys  %s\n", per, r.g.keys, r.pat)
 		}
 	}
-	b.Log(sb.String())
+	return sb.String()
 }
 
 func firstArg(args []string) string {

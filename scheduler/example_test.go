@@ -11,16 +11,17 @@ import (
 	"github.com/sessiond/sessiond/scheduler"
 )
 
-// The scheduler is the lifecycle's Timer and drives the same service: build
-// it first, then the service with it, then hand it the service and start.
+// The alarm comes first: it is the lifecycle's Timer and wakes the
+// scheduler's poller. Then the service with it, then the scheduler over
+// both.
 func Example() {
 	ctx := context.Background()
 	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:6379"})
 	defer rdb.Close()
 
-	sched := scheduler.New(rdb, scheduler.Config{SweepEvery: time.Minute})
-	svc := lifecycle.New(rdb, lifecycle.Config{SessionTTL: 24 * time.Hour, Timer: sched})
-	sched.Drive(svc)
+	alarm := scheduler.NewAlarm()
+	svc := lifecycle.New(rdb, lifecycle.Config{SessionTTL: 24 * time.Hour, Timer: alarm})
+	sched := scheduler.New(rdb, svc, alarm, scheduler.Config{SweepEvery: time.Minute})
 	if err := sched.Start(ctx); err != nil {
 		log.Print(err)
 		return

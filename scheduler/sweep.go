@@ -5,12 +5,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/hibiken/asynq"
 
+	"github.com/sessiond/sessiond/internal/keyspace"
 	"github.com/sessiond/sessiond/lifecycle"
 )
 
@@ -55,6 +57,13 @@ func (s *Scheduler) tick() {
 	}
 }
 
+// typeSweep is the Asynq task type of a sweep.
+const typeSweep = "sessiond:sweep"
+
+// sweepTaskID is the TaskID of the sweep of tick: one per tick across
+// replicas.
+func sweepTaskID(tick time.Time) string { return "sweep:" + strconv.FormatInt(tick.UnixMilli(), 10) }
+
 type sweepPayload struct {
 	Tick int64 `json:"tick"` // unix ms
 }
@@ -65,7 +74,7 @@ func (s *Scheduler) enqueueSweep(ctx context.Context, tick time.Time) error {
 		return fmt.Errorf("encode sweep: %w", err)
 	}
 	_, err = s.client.EnqueueContext(ctx, asynq.NewTask(typeSweep, payload),
-		asynq.Queue(QueueMaintenance),
+		asynq.Queue(s.queue),
 		asynq.TaskID(sweepTaskID(tick)),
 		asynq.MaxRetry(0), // the next tick repairs what this one missed
 		asynq.Timeout(max(10*s.cfg.SweepEvery, 5*time.Minute)),
@@ -103,39 +112,53 @@ func (s *Scheduler) handleSweep(ctx context.Context, t *asynq.Task) error {
 	return err
 }
 
-// sweep claims, batch by batch, everything due in the three due indexes and
-// runs it; it returns how many Runs changed something, by kind. Claims make
-// it safe beside the poller and a concurrent sweep.
+// sweepOrder is the order in which a sweep takes the kinds of work.
+// Expiry first: it is the one that is late for users. Purge before
+// redaction: a purge removes all a redaction would, so a session due for
+// both (after an outage, or with RecordRetention equal to Retention) is
+// purged once rather than rewritten and then purged; and a redaction
+// committed at or past the purge time would end the record through its
+// TTL, so that the purge that follows finds nothing to purge.
+var sweepOrder = []lifecycle.WorkKind{lifecycle.WorkExpire, lifecycle.WorkPurge, lifecycle.WorkRedact}
+
+// sweep claims, batch by batch, everything due in every shard's due
+// indexes and runs it; it returns how many Runs changed something, by kind.
+// Claims make it safe beside the poller and a concurrent sweep.
 func (s *Scheduler) sweep(ctx context.Context) (map[lifecycle.WorkKind]int, error) {
-	done := make(map[lifecycle.WorkKind]int, len(kinds))
-	for _, k := range kinds {
-		for {
+	done := make(map[lifecycle.WorkKind]int, len(sweepOrder))
+	for _, k := range sweepOrder {
+		shards := allShards
+		for len(shards) > 0 {
 			if err := ctx.Err(); err != nil {
 				return done, err
 			}
-			c, err := s.claim(ctx, k, s.now(), s.cfg.SweepBatch)
+			cs, err := s.claimShards(ctx, k, shards, s.now(), s.cfg.SweepBatch)
 			if err != nil {
 				return done, fmt.Errorf("sweep: %w", err)
 			}
 			var changed atomic.Int64
 			var wg sync.WaitGroup
-			for _, id := range c.ids {
-				if _, err := s.sweepPool.acquire(ctx, 1); err != nil {
-					break // ctx is done; the lease brings the rest back
-				}
-				wg.Add(1)
-				s.sweepPool.goRun(func() {
-					defer wg.Done()
-					if s.runClaimed(ctx, "sweep", k, id, c.leaseEnd) {
-						changed.Add(1)
+			var more []keyspace.Shard // shards whose claim was full
+			for _, c := range cs {
+				for _, id := range c.ids {
+					if _, err := s.sweepPool.acquire(ctx, 1); err != nil {
+						break // ctx is done; the lease brings the rest back
 					}
-				})
+					wg.Add(1)
+					s.sweepPool.goRun(func() {
+						defer wg.Done()
+						if s.runClaimed(ctx, "sweep", k, c.shard, id, c.leaseEnd) {
+							changed.Add(1)
+						}
+					})
+				}
+				if len(c.ids) == s.cfg.SweepBatch {
+					more = append(more, c.shard)
+				}
 			}
 			wg.Wait()
 			done[k] += int(changed.Load())
-			if len(c.ids) < s.cfg.SweepBatch {
-				break
-			}
+			shards = more
 		}
 	}
 	return done, nil

@@ -38,14 +38,17 @@ type Config struct {
 	SessionTTL      time.Duration // SESSIOND_SESSION_TTL, default 24h
 	TokenTTL        time.Duration // SESSIOND_TOKEN_TTL, default 30m
 	PurgeAfter      time.Duration // SESSIOND_PURGE_AFTER, default 12h
-	Retention       time.Duration // SESSIOND_RETENTION, default 720h
+	Retention       time.Duration // SESSIOND_RETENTION, default 720h: personal data of terminal sessions
+	RecordRetention time.Duration // SESSIOND_RECORD_RETENTION, default 2160h, at least Retention: their non-personal record
 	EventsRetention time.Duration // SESSIOND_EVENTS_RETENTION, default 168h
 	DeleteLimit     []RateWindow  // SESSIOND_DELETE_LIMIT, default "5/1h,10/24h"
 	SweepEvery      time.Duration // SESSIOND_SWEEP_EVERY, default 1m
 	ShutdownTimeout time.Duration // SESSIOND_SHUTDOWN_TIMEOUT, default 10s
 	DrainDelay      time.Duration // SESSIOND_SHUTDOWN_DRAIN_DELAY, default 0: /readyz is 503 this long after SIGTERM before anything stops
 	UIUser          string        // SESSIOND_UI_USER, default "admin"
-	UIPassword      string        // SESSIOND_UI_PASSWORD; empty => /ui/ without auth
+	UIPassword      string        // SESSIOND_UI_PASSWORD; empty => no /ui/ at all
+	UIReadOnly      bool          // SESSIOND_UI_READONLY: the UI shows but cannot change
+	Pprof           bool          // SESSIOND_PPROF: /debug/pprof/ on the admin port
 	Webhook         WebhookConfig
 }
 
@@ -90,6 +93,7 @@ const (
 	defaultTokenTTL        = 30 * time.Minute
 	defaultPurgeAfter      = 12 * time.Hour
 	defaultRetention       = 720 * time.Hour
+	defaultRecordRetention = 2160 * time.Hour
 	defaultEventsRetention = 168 * time.Hour
 	defaultDeleteLimit     = "5/1h,10/24h"
 	defaultSweepEvery      = time.Minute
@@ -118,6 +122,7 @@ type fileConfig struct {
 	TokenTTL        string       `yaml:"token_ttl"`
 	PurgeAfter      string       `yaml:"purge_after"`
 	Retention       string       `yaml:"retention"`
+	RecordRetention string       `yaml:"record_retention"`
 	EventsRetention string       `yaml:"events_retention"`
 	DeleteLimit     commaList    `yaml:"delete_limit"`
 	SweepEvery      string       `yaml:"sweep_every"`
@@ -125,6 +130,8 @@ type fileConfig struct {
 	ShutdownDrain   string       `yaml:"shutdown_drain_delay"`
 	UIUser          string       `yaml:"ui_user"`
 	UIPassword      string       `yaml:"ui_password"`
+	UIReadOnly      string       `yaml:"ui_readonly"`
+	Pprof           string       `yaml:"pprof"`
 	Webhook         fileWebhook  `yaml:"webhook"`
 }
 
@@ -198,6 +205,7 @@ func LoadConfig(path string, getenv func(string) string) (Config, error) {
 		TokenTTL:        l.duration("SESSIOND_TOKEN_TTL", "token_ttl", fc.TokenTTL, defaultTokenTTL),
 		PurgeAfter:      l.duration("SESSIOND_PURGE_AFTER", "purge_after", fc.PurgeAfter, defaultPurgeAfter),
 		Retention:       l.duration("SESSIOND_RETENTION", "retention", fc.Retention, defaultRetention),
+		RecordRetention: l.duration("SESSIOND_RECORD_RETENTION", "record_retention", fc.RecordRetention, defaultRecordRetention),
 		EventsRetention: l.duration("SESSIOND_EVENTS_RETENTION", "events_retention", fc.EventsRetention, defaultEventsRetention),
 		DeleteLimit:     l.deleteLimit(string(fc.DeleteLimit)),
 		SweepEvery:      l.duration("SESSIOND_SWEEP_EVERY", "sweep_every", fc.SweepEvery, defaultSweepEvery),
@@ -205,12 +213,18 @@ func LoadConfig(path string, getenv func(string) string) (Config, error) {
 		DrainDelay:      l.delay("SESSIOND_SHUTDOWN_DRAIN_DELAY", "shutdown_drain_delay", fc.ShutdownDrain),
 		UIUser:          l.value("SESSIOND_UI_USER", "ui_user", fc.UIUser, defaultUIUser).val,
 		UIPassword:      l.value("SESSIOND_UI_PASSWORD", "ui_password", fc.UIPassword, "").val,
+		UIReadOnly:      l.boolean("SESSIOND_UI_READONLY", "ui_readonly", fc.UIReadOnly),
+		Pprof:           l.boolean("SESSIOND_PPROF", "pprof", fc.Pprof),
 		Webhook: WebhookConfig{
 			Timeout:       l.duration("SESSIOND_WEBHOOK_TIMEOUT", "webhook.timeout", fc.Webhook.Timeout, defaultWebhookTimeout),
 			RetrySchedule: l.retrySchedule(string(fc.Webhook.RetrySchedule)),
 			AllowNetworks: l.allowNetworks(string(fc.Webhook.AllowNetworks)),
 			Endpoints:     l.endpoints(fc.Webhook.Endpoints),
 		},
+	}
+	if cfg.RecordRetention < cfg.Retention {
+		src := l.value("SESSIOND_RECORD_RETENTION", "record_retention", fc.RecordRetention, "").src
+		l.failf(src, "must be at least the retention (%s), got %s", shortDuration(cfg.Retention), shortDuration(cfg.RecordRetention))
 	}
 	if err := errors.Join(l.errs...); err != nil {
 		return Config{}, err
@@ -292,6 +306,16 @@ func (l *loader) duration(env, key, fileVal string, def time.Duration) time.Dura
 		return def
 	}
 	return d
+}
+
+// boolean is a true/false setting, false by default.
+func (l *loader) boolean(env, key, fileVal string) bool {
+	s := l.value(env, key, fileVal, "false")
+	b, err := strconv.ParseBool(strings.TrimSpace(s.val))
+	if err != nil {
+		l.failf(s.src, "want true or false, got %q", s.val)
+	}
+	return b
 }
 
 // delay is duration for a setting whose default, 0, means none.
@@ -758,6 +782,7 @@ func (c Config) LogValue() slog.Value {
 		slog.String("token_ttl", shortDuration(c.TokenTTL)),
 		slog.String("purge_after", shortDuration(c.PurgeAfter)),
 		slog.String("retention", shortDuration(c.Retention)),
+		slog.String("record_retention", shortDuration(c.RecordRetention)),
 		slog.String("events_retention", shortDuration(c.EventsRetention)),
 		slog.String("delete_limit", formatRateWindows(c.DeleteLimit)),
 		slog.String("sweep_every", shortDuration(c.SweepEvery)),
@@ -765,6 +790,8 @@ func (c Config) LogValue() slog.Value {
 		slog.String("shutdown_drain_delay", shortDuration(c.DrainDelay)),
 		slog.String("ui_user", c.UIUser),
 		slog.Bool("ui_password_set", c.UIPassword != ""),
+		slog.Bool("ui_readonly", c.UIReadOnly),
+		slog.Bool("pprof", c.Pprof),
 		slog.Group("webhook",
 			slog.String("timeout", shortDuration(c.Webhook.Timeout)),
 			slog.String("retry_schedule", strings.Join(retry, ",")),

@@ -285,3 +285,14 @@ func (s *logSink) waitFor(match func(map[string]any) (string, bool), done <-chan
 		}
 	}
 }
+
+// has reports whether a JSON log line so far satisfies match.
+func (s *logSink) has(match func(map[string]any) bool) bool {
+	for _, line := range s.Lines() {
+		var m map[string]any
+		if json.Unmarshal([]byte(line), &m) == nil && match(m) {
+			return true
+		}
+	}
+	return false
+}

@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/sessiond/sessiond/internal/keyspace"
 	"github.com/sessiond/sessiond/internal/redisconn"
 	"github.com/sessiond/sessiond/lifecycle"
 )
@@ -186,14 +187,14 @@ func (m *Metrics) ObserveRequest(route string, code int, d time.Duration) {
 // process and build collectors, sessiond's Redis-backed gauges and Asynq's
 // queue metrics. scrape is a Redis client reserved for scrapes (short
 // timeouts, so a dead Redis makes a scrape fast, not slow).
-func newRegistry(scrape redis.UniversalClient, logger *slog.Logger) *prometheus.Registry {
+func newRegistry(scrape redis.UniversalClient, keys keyspace.Space, logger *slog.Logger) *prometheus.Registry {
 	reg := prometheus.NewRegistry()
 	inspector := asynq.NewInspectorFromRedisClient(scrape)
 	reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		collectors.NewBuildInfoCollector(),
-		&redisCollector{rdb: scrape, logger: logger},
+		&redisCollector{rdb: scrape, keys: keys, logger: logger},
 		&queueCollector{
 			inspector: inspector,
 			upstream:  asynqmetrics.NewQueueMetricsCollector(inspector),
@@ -230,7 +231,7 @@ var (
 	redisUpDesc = prometheus.NewDesc("sessiond_redis_up",
 		"1 if the last scrape reached Redis, else 0.", nil, nil)
 	outboxBacklogDesc = prometheus.NewDesc("sessiond_outbox_backlog",
-		"Outbox events not yet turned into deliveries: the largest lag plus pending of the outbox stream's consumer groups (the dispatcher's relay), or the stream's length while it has none.",
+		"Outbox events not yet turned into deliveries, over the shards' outbox streams: each one's largest lag plus pending of its consumer groups (the dispatcher's relay), or its length while it has none.",
 		nil, nil)
 )
 
@@ -238,6 +239,7 @@ var (
 // one pipelined round trip per scrape (XLEN and XINFO GROUPS).
 type redisCollector struct {
 	rdb    redis.UniversalClient
+	keys   keyspace.Space
 	logger *slog.Logger
 }
 
@@ -249,7 +251,7 @@ func (c *redisCollector) Describe(ch chan<- *prometheus.Desc) {
 func (c *redisCollector) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), metricsScrapeTimeout)
 	defer cancel()
-	backlog, err := outboxBacklog(ctx, c.rdb)
+	backlog, err := outboxBacklog(ctx, c.rdb, c.keys)
 	if err != nil {
 		c.logger.Debug("metrics: outbox backlog", "err", err.Error())
 		ch <- prometheus.MustNewConstMetric(redisUpDesc, prometheus.GaugeValue, 0)
@@ -265,44 +267,56 @@ func (c *redisCollector) Collect(ch chan<- prometheus.Metric) {
 const backlogScanLimit = 1000
 
 // outboxBacklog returns how many outbox events the relay has not yet
-// handled: its consumer group's lag (entries not yet read) plus its pending
-// entries (read, not acknowledged), or XLEN while the stream has no group.
-// It takes every group of the stream and reports the largest backlog, so
-// it needs no group name (the dispatcher's is "sessiond:dispatcher").
-func outboxBacklog(ctx context.Context, rdb redis.UniversalClient) (int64, error) {
+// handled, summed over the shards' streams: in each, its consumer group's
+// lag (entries not yet read) plus its pending entries (read, not
+// acknowledged), or XLEN while the stream has no group. It takes every
+// group of a stream and counts the largest backlog, so it needs no group
+// name. One pipelined round trip (one per master on a cluster).
+func outboxBacklog(ctx context.Context, rdb redis.UniversalClient, keys keyspace.Space) (int64, error) {
 	pipe := rdb.Pipeline()
-	xlen := pipe.XLen(ctx, lifecycle.OutboxKey)
-	groups := pipe.XInfoGroups(ctx, lifecycle.OutboxKey)
+	xlens := make([]*redis.IntCmd, keyspace.Shards)
+	groups := make([]*redis.XInfoGroupsCmd, keyspace.Shards)
+	for i := range keyspace.Shards {
+		stream := keys.Outbox(keyspace.Shard(i))
+		xlens[i] = pipe.XLen(ctx, stream)
+		groups[i] = pipe.XInfoGroups(ctx, stream)
+	}
 	_, _ = pipe.Exec(ctx) // errors are read per command below
-	n, err := xlen.Result()
-	if err != nil {
-		return 0, fmt.Errorf("xlen outbox: %w", err)
-	}
-	gs, err := groups.Result()
-	if err != nil {
-		if n == 0 && strings.Contains(err.Error(), "no such key") {
-			return 0, nil // no outbox stream yet
+	var total int64
+	for i := range keyspace.Shards {
+		stream := keys.Outbox(keyspace.Shard(i))
+		n, err := xlens[i].Result()
+		if err != nil {
+			return 0, fmt.Errorf("xlen outbox: %w", err)
 		}
-		return 0, fmt.Errorf("xinfo groups outbox: %w", err)
-	}
-	if len(gs) == 0 {
-		return n, nil
-	}
-	var most int64
-	for _, g := range gs {
-		lag := g.Lag
-		if lag < 0 {
-			// Unknown lag: count what follows the last delivered id, up to
-			// backlogScanLimit.
-			msgs, err := rdb.XRangeN(ctx, lifecycle.OutboxKey, "("+g.LastDeliveredID, "+", backlogScanLimit).Result()
-			if err != nil {
-				return 0, fmt.Errorf("xrange outbox: %w", err)
+		gs, err := groups[i].Result()
+		if err != nil {
+			if n == 0 && strings.Contains(err.Error(), "no such key") {
+				continue // no outbox stream yet
 			}
-			lag = int64(len(msgs))
+			return 0, fmt.Errorf("xinfo groups outbox: %w", err)
 		}
-		most = max(most, lag+g.Pending)
+		if len(gs) == 0 {
+			total += n
+			continue
+		}
+		var most int64
+		for _, g := range gs {
+			lag := g.Lag
+			if lag < 0 {
+				// Unknown lag: count what follows the last delivered id, up
+				// to backlogScanLimit.
+				msgs, err := rdb.XRangeN(ctx, stream, "("+g.LastDeliveredID, "+", backlogScanLimit).Result()
+				if err != nil {
+					return 0, fmt.Errorf("xrange outbox: %w", err)
+				}
+				lag = int64(len(msgs))
+			}
+			most = max(most, lag+g.Pending)
+		}
+		total += most
 	}
-	return most, nil
+	return total, nil
 }
 
 // queueCollector is Asynq's own queue collector (asynq/x/metrics: metric

@@ -14,6 +14,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/sessiond/sessiond/internal/keyspace"
 	"github.com/sessiond/sessiond/internal/redisconn"
 	"github.com/sessiond/sessiond/internal/redistest"
 	"github.com/sessiond/sessiond/lifecycle"
@@ -167,14 +168,17 @@ func TestMetricNames(t *testing.T) {
 	}
 }
 
-// TestOutboxBacklog checks the backlog gauge's arithmetic on a real stream.
+// TestOutboxBacklog checks the backlog gauge's arithmetic on real
+// streams: one shard's, and another shard's added to it.
 func TestOutboxBacklog(t *testing.T) {
 	t.Parallel()
 	rdb := redistest.Start(t).Client()
 	ctx := t.Context()
+	keys := keyspace.New("")
+	outbox := keys.Outbox(3)
 	backlog := func(want int64, when string) {
 		t.Helper()
-		got, err := outboxBacklog(ctx, rdb)
+		got, err := outboxBacklog(ctx, rdb, keys)
 		if err != nil {
 			t.Fatalf("%s: %v", when, err)
 		}
@@ -185,36 +189,40 @@ func TestOutboxBacklog(t *testing.T) {
 	backlog(0, "no stream")
 	var ids []string
 	for range 5 {
-		id, err := rdb.XAdd(ctx, &redis.XAddArgs{Stream: lifecycle.OutboxKey, Values: []any{"k", "v"}}).Result()
+		id, err := rdb.XAdd(ctx, &redis.XAddArgs{Stream: outbox, Values: []any{"k", "v"}}).Result()
 		if err != nil {
 			t.Fatal(err)
 		}
 		ids = append(ids, id)
 	}
 	backlog(5, "no group: XLEN")
-	const group = "sessiond:dispatcher"
-	if err := rdb.XGroupCreate(ctx, lifecycle.OutboxKey, group, "0").Err(); err != nil {
+	const group = "dispatcher"
+	if err := rdb.XGroupCreate(ctx, outbox, group, "0").Err(); err != nil {
 		t.Fatal(err)
 	}
 	backlog(5, "group, nothing read")
-	if err := rdb.XReadGroup(ctx, &redis.XReadGroupArgs{Group: group, Consumer: "c", Streams: []string{lifecycle.OutboxKey, ">"}, Count: 2}).Err(); err != nil {
+	if err := rdb.XReadGroup(ctx, &redis.XReadGroupArgs{Group: group, Consumer: "c", Streams: []string{outbox, ">"}, Count: 2}).Err(); err != nil {
 		t.Fatal(err)
 	}
 	backlog(5, "2 read, not acked: lag 3 + pending 2")
-	if err := rdb.XAck(ctx, lifecycle.OutboxKey, group, ids[0], ids[1]).Err(); err != nil {
+	if err := rdb.XAck(ctx, outbox, group, ids[0], ids[1]).Err(); err != nil {
 		t.Fatal(err)
 	}
 	backlog(3, "2 acked")
-	if err := rdb.XGroupCreate(ctx, lifecycle.OutboxKey, "caught-up", "$").Err(); err != nil {
+	if err := rdb.XGroupCreate(ctx, outbox, "caught-up", "$").Err(); err != nil {
 		t.Fatal(err)
 	}
 	backlog(3, "a second, caught-up group: the largest backlog")
 	// A deletion inside the unread part makes Redis's lag unknown; the
 	// gauge then counts the entries after the last delivered one.
-	if err := rdb.XDel(ctx, lifecycle.OutboxKey, ids[3]).Err(); err != nil {
+	if err := rdb.XDel(ctx, outbox, ids[3]).Err(); err != nil {
 		t.Fatal(err)
 	}
 	backlog(2, "after XDEL")
+	if err := rdb.XAdd(ctx, &redis.XAddArgs{Stream: keys.Outbox(7), Values: []any{"k", "v"}}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	backlog(3, "another shard's stream, no group: its XLEN added")
 }
 
 // TestMetricsRedisDown checks that a scrape with Redis gone is fast and
@@ -227,7 +235,7 @@ func TestMetricsRedisDown(t *testing.T) {
 	}
 	scrape := conn.Client(metricsPool)
 	defer scrape.Close()
-	reg := newRegistry(scrape, slog.New(slog.DiscardHandler))
+	reg := newRegistry(scrape, keyspace.New(""), slog.New(slog.DiscardHandler))
 	start := time.Now()
 	mfs, err := reg.Gather()
 	if err != nil {

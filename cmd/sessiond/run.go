@@ -18,6 +18,7 @@ import (
 
 	"github.com/sessiond/sessiond/adminapi"
 	"github.com/sessiond/sessiond/dispatcher"
+	"github.com/sessiond/sessiond/internal/keyspace"
 	"github.com/sessiond/sessiond/internal/redisconn"
 	"github.com/sessiond/sessiond/lifecycle"
 	"github.com/sessiond/sessiond/scheduler"
@@ -78,35 +79,45 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 	// Operators: metrics in a private registry, read from Redis through a
 	// small pool of their own that fails fast; the queue UI.
-	reg := newRegistry(newClient(metricsPool), logger)
+	reg := newRegistry(newClient(metricsPool), keyspace.New(""), logger)
 	metrics := newMetrics(reg, endpointIDs(cfg.Webhook.Endpoints))
-	ui, closeUI := newUI(conn.Asynq(redisconn.Pool{Name: "sessiond-ui", Size: 4}), cfg.UIUser, cfg.UIPassword)
+	uiCfg := uiConfig{User: cfg.UIUser, Password: cfg.UIPassword, ReadOnly: cfg.UIReadOnly}
+	ui, closeUI := newUI(conn.Asynq(redisconn.Pool{Name: "sessiond-ui", Size: 4}), uiCfg)
+	logger.Info("queue ui", "path", uiRoot+"/", "mode", uiCfg.mode())
+	var debug http.Handler
+	if cfg.Pprof {
+		debug = newPprof(uiCfg)
+		logger.Info("profiles", "path", "/debug/pprof/", "basic_auth", uiCfg.Password != "")
+	}
 	defer func() {
 		if err := closeUI(); err != nil {
 			logger.Warn("close ui", "err", err.Error())
 		}
 	}()
 
-	// Timed work: the scheduler is the lifecycle's timer, so it comes first
-	// and starts once the lifecycle exists.
-	sched := scheduler.New(rdb, scheduler.Config{
-		SweepEvery:      cfg.SweepEvery,
-		ShutdownTimeout: cfg.ShutdownTimeout,
-		Tasks:           newClient(redisconn.Pool{Name: "sessiond-scheduler"}),
-		Logger:          logger.With("component", "scheduler"),
-	})
+	// The sessions; the alarm wakes the expiry poller when a change sets a
+	// sooner expiry.
+	alarm := scheduler.NewAlarm()
 	svc := lifecycle.New(rdb, lifecycle.Config{
 		SessionTTL:      cfg.SessionTTL,
 		TokenTTL:        cfg.TokenTTL,
 		PurgeAfter:      cfg.PurgeAfter,
+		PurgeLead:       2 * cfg.SweepEvery,
 		Retention:       cfg.Retention,
+		RecordRetention: cfg.RecordRetention,
 		EventsRetention: cfg.EventsRetention,
-		Timer:           sched,
+		MinReplicas:     cfg.MinReplicas,
+		Timer:           alarm,
 		Observer:        metrics,
 		Logger:          logger,
 	})
-	sched.Drive(svc)
-	disp, err := dispatcher.New(newClient(redisconn.Pool{Name: "sessiond-dispatcher", Size: dispatcherConcurrency + 64}), dispatcher.Config{
+	sched := scheduler.New(rdb, svc, alarm, scheduler.Config{
+		SweepEvery:      cfg.SweepEvery,
+		ShutdownTimeout: cfg.ShutdownTimeout,
+		Tasks:           newClient(redisconn.Pool{Name: "sessiond-scheduler", Size: 4}),
+		Logger:          logger.With("component", "scheduler"),
+	})
+	disp, err := dispatcher.New(newClient(redisconn.Pool{Name: "sessiond-dispatcher", Size: dispatcherConcurrency + 32}), svc, dispatcher.Config{
 		Endpoints:     dispatcherEndpoints(cfg.Webhook.Endpoints),
 		APIKey:        webhookAPIKey(cfg.Clients),
 		Timeout:       cfg.Webhook.Timeout,
@@ -114,7 +125,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		AllowNetworks: cfg.Webhook.AllowNetworks,
 		Concurrency:   dispatcherConcurrency,
 		Retention:     cfg.EventsRetention,
-		QueueRedis:    newClient(redisconn.Pool{Name: "sessiond-webhooks", Size: dispatcherConcurrency + 16}),
+		QueueRedis:    newClient(redisconn.Pool{Name: "sessiond-webhooks", Size: 32}),
 		Metrics:       metrics,
 		Logger:        logger.With("component", "dispatcher"),
 	})
@@ -128,6 +139,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		Ready:       ready(rdb, &draining),
 		Metrics:     handleMetrics(reg, logger),
 		UI:          ui,
+		Debug:       debug,
 		Observer:    metrics,
 		Logger:      logger,
 	}, svc, disp, rdb)

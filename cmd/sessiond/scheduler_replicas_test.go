@@ -18,9 +18,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/sessiond/sessiond/internal/daemontest"
+	"github.com/sessiond/sessiond/internal/keyspace"
 	"github.com/sessiond/sessiond/internal/redistest"
 	"github.com/sessiond/sessiond/lifecycle"
 )
@@ -41,6 +40,7 @@ func TestReplicasExpireEachSessionOnce(t *testing.T) {
 	)
 	srv := redistest.Start(t)
 	rdb := srv.Client()
+	svc := lifecycle.New(rdb, lifecycle.Config{}) // to read the feed
 	bin := daemontest.Build(t)
 
 	var procs []*replicaProc
@@ -99,20 +99,27 @@ func TestReplicasExpireEachSessionOnce(t *testing.T) {
 
 	// Kill one replica in the middle of the expiry burst.
 	waitReplicas(t, 3*ttl, "a third of the sessions to expire", func() bool {
-		return len(outboxEvents(t, rdb, "session.expired")) >= sessions/3
+		return len(feedOf(t, svc, "session.expired")) >= sessions/3
 	})
 	if err := procs[0].cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	killed := len(outboxEvents(t, rdb, "session.expired"))
+	killed := len(feedOf(t, svc, "session.expired"))
 
 	// Done when every session expired and no claim is left in the due
 	// index (a dead replica's claims come back when their lease ends).
-	var expired map[string][]*lifecycle.Event
-	waitReplicas(t, 25*time.Second, "every session to expire and the due index to empty", func() bool {
-		expired = outboxEvents(t, rdb, "session.expired")
-		n, err := rdb.ZCard(context.Background(), lifecycle.ExpireDueKey).Result()
-		return err == nil && n == 0 && len(expired) >= sessions
+	var expired map[string][]lifecycle.FeedEvent
+	waitReplicas(t, 25*time.Second, "every session to expire and the due indexes to empty", func() bool {
+		expired = feedOf(t, svc, "session.expired")
+		n := int64(0)
+		for sh := range keyspace.Shards {
+			c, err := rdb.ZCard(context.Background(), svc.DueKey(keyspace.Shard(sh), lifecycle.WorkExpire)).Result()
+			if err != nil {
+				return false
+			}
+			n += c
+		}
+		return n == 0 && len(expired) >= sessions
 	})
 
 	var lags []time.Duration
@@ -122,13 +129,8 @@ func TestReplicasExpireEachSessionOnce(t *testing.T) {
 			t.Errorf("session %s: %d session.expired events, want 1", id, len(evs))
 			continue
 		}
-		var body struct {
-			Data struct {
-				Status string `json:"status"`
-			} `json:"data"`
-		}
-		if err := json.Unmarshal(evs[0].Body, &body); err != nil || body.Data.Status != "expired" {
-			t.Errorf("session %s: event data status %q (%v), want expired", id, body.Data.Status, err)
+		if evs[0].Data.Status != lifecycle.StatusExpired {
+			t.Errorf("session %s: event data status %q, want expired", id, evs[0].Data.Status)
 		}
 		lag := evs[0].Timestamp.Sub(at)
 		if lag < 0 {
@@ -144,7 +146,7 @@ func TestReplicasExpireEachSessionOnce(t *testing.T) {
 			t.Errorf("expired event for unknown session %s", id)
 		}
 	}
-	if n := len(outboxEvents(t, rdb, "session.abandoned")); n != 0 {
+	if n := len(feedOf(t, svc, "session.abandoned")); n != 0 {
 		t.Errorf("%d abandoned events, want 0", n)
 	}
 	slices.Sort(lags)
@@ -260,21 +262,13 @@ func (p *replicaProc) post(path string, body, out any) (int, error) {
 	return resp.StatusCode, json.NewDecoder(resp.Body).Decode(out)
 }
 
-// outboxEvents reads the outbox: events of type typ by session id.
-func outboxEvents(t *testing.T, rdb *redis.Client, typ string) map[string][]*lifecycle.Event {
+// feedOf reads the events feed: events of type typ by session id.
+func feedOf(t *testing.T, svc *lifecycle.Service, typ string) map[string][]lifecycle.FeedEvent {
 	t.Helper()
-	msgs, err := rdb.XRange(context.Background(), lifecycle.OutboxKey, "-", "+").Result()
-	if err != nil {
-		t.Fatalf("read outbox: %v", err)
-	}
-	out := map[string][]*lifecycle.Event{}
-	for _, m := range msgs {
-		ev, err := lifecycle.ParseEvent(m)
-		if err != nil {
-			t.Fatalf("outbox: %v", err)
-		}
-		if ev.Type == typ {
-			out[ev.SessionID] = append(out[ev.SessionID], ev)
+	out := map[string][]lifecycle.FeedEvent{}
+	for _, fe := range feedEvents(t, svc) {
+		if fe.Type == typ {
+			out[fe.Data.ID] = append(out[fe.Data.ID], fe)
 		}
 	}
 	return out

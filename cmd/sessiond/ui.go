@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"net/http"
+	"net/http/pprof"
 
 	"github.com/hibiken/asynq"
 	"github.com/hibiken/asynqmon"
@@ -12,19 +13,39 @@ import (
 // uiRoot is where the Asynq web UI (asynqmon) is mounted on the admin port.
 const uiRoot = "/ui"
 
+// uiConfig is how the queue UI is offered.
+type uiConfig struct {
+	User, Password string // HTTP basic auth; no password, no UI
+	ReadOnly       bool   // asynqmon's read-only mode: every write is refused
+}
+
 // newUI returns the Asynq web UI for the queues in the Redis of conn,
-// rooted at /ui/. With a password it asks for HTTP basic auth (user, password);
-// without one it is open, like the rest of the admin port outside /v1.
-// Cross-origin unsafe requests (a page elsewhere making the operator's
-// browser delete a queue) are refused either way. close releases the UI's
-// Redis connections; call it after the admin server has stopped.
-func newUI(conn asynq.RedisConnOpt, user, password string) (h http.Handler, close func() error) {
-	mon := asynqmon.New(asynqmon.Options{RootPath: uiRoot, RedisConnOpt: conn})
-	h = http.NewCrossOriginProtection().Handler(uiHeaders(mon))
-	if password != "" {
-		h = basicAuth(h, "sessiond queues", user, password)
+// rooted at /ui/, behind HTTP basic auth. Without a password there is no UI
+// (h is nil): the queues hold session ids and the UI can delete or replay
+// their tasks, so it is never open to whoever reaches the port. Read-only,
+// asynqmon refuses every request but GET. Cross-origin unsafe requests (a
+// page elsewhere making the operator's browser delete a queue) are refused
+// either way. close releases the UI's Redis connections; call it after the
+// admin server has stopped.
+func newUI(conn asynq.RedisConnOpt, cfg uiConfig) (h http.Handler, close func() error) {
+	if cfg.Password == "" {
+		return nil, func() error { return nil }
 	}
-	return h, mon.Close
+	mon := asynqmon.New(asynqmon.Options{RootPath: uiRoot, RedisConnOpt: conn, ReadOnly: cfg.ReadOnly})
+	h = http.NewCrossOriginProtection().Handler(uiHeaders(mon))
+	return basicAuth(h, "sessiond queues", cfg.User, cfg.Password), mon.Close
+}
+
+// mode is the start-up log's word for how the UI is offered.
+func (c uiConfig) mode() string {
+	switch {
+	case c.Password == "":
+		return "off (set SESSIOND_UI_PASSWORD to mount it)"
+	case c.ReadOnly:
+		return "read-only"
+	default:
+		return "read-write"
+	}
 }
 
 // uiHeaders sets headers that keep the UI out of other sites' frames.
@@ -57,4 +78,21 @@ func basicAuth(h http.Handler, realm, user, password string) http.Handler {
 		}
 		h.ServeHTTP(w, r)
 	})
+}
+
+// newPprof returns net/http/pprof's handlers under /debug/pprof/, behind
+// the UI's basic auth when it has a password. Profiles show code paths and
+// sizes, not values, but a goroutine dump can show arguments: keep the
+// admin port private, as the README says.
+func newPprof(cfg uiConfig) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	if cfg.Password == "" {
+		return mux
+	}
+	return basicAuth(mux, "sessiond profiles", cfg.User, cfg.Password)
 }

@@ -57,11 +57,45 @@ func TestTagsSpreadOverSlots(t *testing.T) {
 
 func TestKeysCarryNamespaceAndTag(t *testing.T) {
 	s := New("t1")
-	k := s.Nonce("client-a", "abc")
+	k := s.RateLimit("delete", "client-a")
 	if !strings.HasPrefix(k, "t1:{"+Tag(ShardOf("client-a"))+"}:") {
-		t.Errorf("Nonce key %q", k)
+		t.Errorf("RateLimit key %q", k)
 	}
 	if New("").Namespace() != DefaultNamespace {
 		t.Error("empty namespace is not the default")
+	}
+}
+
+// TestWebhookQueuesSpread: the webhook queues fall on the three masters of
+// an evenly split cluster, for any namespace.
+func TestWebhookQueuesSpread(t *testing.T) {
+	for _, ns := range []string{"", "t1", "prod-eu"} {
+		qs := New(ns).WebhookQueues()
+		for k, q := range qs {
+			if part := Slot(q) * QueueSplit / SlotCount; part != k {
+				t.Errorf("namespace %q: queue %s (slot %d) is in part %d, want %d", ns, q, Slot(q), part, k)
+			}
+		}
+		seen := map[string]bool{}
+		for sh := range Shards {
+			seen[WebhookQueue(qs, Shard(sh))] = true
+		}
+		if len(seen) != QueueSplit {
+			t.Errorf("namespace %q: shards use %d queues, want %d", ns, len(seen), QueueSplit)
+		}
+	}
+}
+
+func TestSessionShard(t *testing.T) {
+	for sh := range Shards {
+		id := "3d0c2f6e-6a3b-4d2b-9a51-0d9e1c7b2a1" + string(ShardHex(Shard(sh)))
+		if got, ok := SessionShard(id); !ok || got != Shard(sh) {
+			t.Errorf("SessionShard(%s) = %d, %v; want %d", id, got, ok, sh)
+		}
+	}
+	for _, id := range []string{"", "3d0c2f6e-6a3b-4d2b-9a51-0d9e1c7b2a1f", "x", "3d0c2f6e-6a3b-4d2b-9a51-0d9e1c7b2a1G"} {
+		if _, ok := SessionShard(id); ok {
+			t.Errorf("SessionShard(%q) ok", id)
+		}
 	}
 }

@@ -1,0 +1,381 @@
+package dispatcher
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/sessiond/sessiond/lifecycle"
+)
+
+// The workers make every delivery's first attempt, straight from the
+// relay: no Asynq task, no extra round trip. What follows a first attempt
+// goes to Asynq, where operators see it: a retry after a failure, a
+// deferral while the endpoint's breaker is open or it is busy, a dead
+// delivery (archived). The task is enqueued before the attempt is
+// recorded, and the record acknowledges the outbox entry, so a crash at any
+// point leaves the entry pending for a claim: its delivery is then made
+// again (at least once), never lost.
+
+// work makes first attempts until the jobs channel is closed.
+func (d *Dispatcher) work() {
+	for j := range d.jobs {
+		d.first(j)
+	}
+}
+
+// first makes the first attempt of one delivery.
+func (d *Dispatcher) first(j *job) {
+	d.inflight.add()
+	defer d.inflight.done()
+	ctx := d.baseCtx
+	ev, ep := j.ev, j.ep
+	id := deliveryID(ev.SessionID, ev.ID, ep.id)
+	w := &write{shard: ev.Shard, sessionID: ev.SessionID, eventID: ev.ID, endpointID: ep.id, cursor: ev.Cursor, eventType: ev.Type}
+	task := &taskPayload{Delivery: id, Cursor: ev.Cursor}
+
+	wall := time.Now()
+	if ok, wait := ep.breaker.allow(wall); !ok {
+		d.deferFirst(ctx, j, w, task, "circuit breaker open", wait)
+		return
+	}
+	if !ep.limit.tryAcquire(wall) {
+		ep.breaker.abandon()
+		d.deferFirst(ctx, j, w, task, "endpoint busy", ep.limit.busyDelay(wall))
+		return
+	}
+	d.stats.attempts.Add(1)
+	at := d.now()
+	res := d.send(ctx, ep, ev.ID, j.body, 1, at)
+	ep.limit.release(wall, res.latency)
+	if ctx.Err() != nil && d.cutting.Load() {
+		// Cut off by shutdown: the entry stays pending for a claim, and
+		// the attempt is made again (it was not recorded).
+		ep.breaker.abandon()
+		d.flight.remove(ev.Shard, j.entry.id)
+		return
+	}
+	d.observe(ep, &res, ev.Timestamp.Time)
+	w.attempt = res.attempt(1, at)
+	retries := d.schedule.retries()
+	switch {
+	case res.ok():
+		w.status = StatusSucceeded
+		d.stats.succeeded.Add(1)
+	case res.code == http.StatusGone || retries == 0:
+		w.status = StatusDead
+		d.stats.failed.Add(1)
+		d.stats.dead.Add(1)
+		if res.code == http.StatusGone {
+			d.gone(ctx, ep, id)
+		}
+		task.Base = 1
+		if err := d.bury(ctx, ev, id, task); err != nil {
+			d.unfinished(j, "archive dead delivery", err)
+			return
+		}
+	default:
+		w.status = StatusFailed
+		d.stats.failed.Add(1)
+		delay := d.schedule.delay(1)
+		if res.retryAfter > 0 {
+			delay = d.schedule.clamp(res.retryAfter)
+		}
+		task.Base, task.Failed = 1, 1
+		if err := d.enqueue(ctx, ev, id, task, notEarlier(delay, time.Now()), retries); err != nil {
+			d.unfinished(j, "schedule retry", err)
+			return
+		}
+	}
+	d.logAttempt(ctx, w, &res)
+	d.finish(j, w)
+}
+
+// deferFirst puts a first attempt off without using it up: an Asynq task
+// makes it after delay.
+func (d *Dispatcher) deferFirst(ctx context.Context, j *job, w *write, task *taskPayload, reason string, delay time.Duration) {
+	d.stats.deferred.Add(1)
+	if err := d.enqueue(ctx, j.ev, task.Delivery, task, delay, d.schedule.retries()+1); err != nil {
+		d.unfinished(j, "defer delivery", err)
+		return
+	}
+	w.status = StatusPending
+	d.log.Debug("webhook delivery deferred", "delivery_id", task.Delivery, "endpoint_id", j.ep.id, "reason", reason)
+	d.finish(j, w)
+}
+
+// finish records a first attempt's outcome and, with the entry's last
+// delivery, acknowledges the entry.
+func (d *Dispatcher) finish(j *job, w *write) {
+	last := j.entry.left.Add(-1) == 0
+	if last {
+		w.ack = j.entry.id
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(d.baseCtx), recordTimeout)
+	defer cancel()
+	if err := d.rec.write(ctx, w); err != nil {
+		d.unfinished(j, "record webhook attempt", err)
+		return
+	}
+	if last {
+		d.flight.remove(j.entry.shard, j.entry.id)
+	}
+}
+
+// unfinished gives up on a first attempt's bookkeeping after a Redis
+// error: the entry is no longer kept fresh, so a claim (by any replica)
+// delivers it again.
+func (d *Dispatcher) unfinished(j *job, what string, err error) {
+	d.log.Warn(what+"; the event will be delivered again", "delivery_id", deliveryID(j.ev.SessionID, j.ev.ID, j.ep.id), "err", err.Error())
+	d.flight.remove(j.entry.shard, j.entry.id)
+}
+
+// enqueue adds the Asynq task of a delivery, due after delay, that may be
+// retried maxRetry times; a task with the same id already there counts as
+// done.
+func (d *Dispatcher) enqueue(ctx context.Context, ev *lifecycle.Event, taskID string, p *taskPayload, delay time.Duration, maxRetry int) error {
+	payload, err := p.encode()
+	if err != nil {
+		return err
+	}
+	_, err = d.client.EnqueueContext(ctx, asynq.NewTask(taskType, payload),
+		asynq.TaskID(taskID),
+		asynq.Queue(d.queueOf(ev.Shard)),
+		asynq.ProcessIn(delay),
+		// One more than the schedule allows, so that a deferral at the
+		// last attempt is not archived; the handler archives (SkipRetry)
+		// when the schedule is used up.
+		asynq.MaxRetry(maxRetry),
+		asynq.Timeout(d.taskTimeout),
+	)
+	if errors.Is(err, asynq.ErrTaskIDConflict) {
+		return nil
+	}
+	return err
+}
+
+// bury puts a delivery that died on its first attempt in Asynq's archive,
+// where operators see (and can replay) the dead ones.
+func (d *Dispatcher) bury(ctx context.Context, ev *lifecycle.Event, id string, p *taskPayload) error {
+	if err := d.enqueue(ctx, ev, id, p, 24*time.Hour, 0); err != nil {
+		return err
+	}
+	err := d.inspector.ArchiveTask(d.queueOf(ev.Shard), id)
+	if err != nil && !errors.Is(err, asynq.ErrTaskNotFound) && !strings.Contains(err.Error(), "already archived") {
+		return err
+	}
+	return nil
+}
+
+// gone disables an endpoint that answered 410, for every replica.
+func (d *Dispatcher) gone(ctx context.Context, ep *endpoint, id string) {
+	ep.marked.Store(true)
+	if err := d.store.disable(context.WithoutCancel(ctx), ep, "answered 410 Gone"); err != nil {
+		d.log.Error("persist disabled endpoint", "endpoint_id", ep.id, "err", err.Error())
+	}
+	d.log.Warn("webhook endpoint disabled: it answered 410 Gone", "endpoint_id", ep.id, "delivery_id", id)
+}
+
+// observe reports an attempt to the breaker and the metrics.
+func (d *Dispatcher) observe(ep *endpoint, res *result, eventAt time.Time) {
+	ep.breaker.done(res.healthy(), res.start, time.Now())
+	d.cfg.Metrics.SetCircuit(ep.id, ep.breaker.isOpen())
+	d.cfg.Metrics.ObserveAttempt(ep.id, res.outcome(), d.now().Sub(eventAt))
+}
+
+// logAttempt logs an attempt that did not succeed; attributes are built
+// only for a line that is written: this is the hot path.
+func (d *Dispatcher) logAttempt(ctx context.Context, w *write, res *result) {
+	level := slog.LevelDebug
+	msg := "webhook delivered"
+	switch w.status {
+	case StatusFailed:
+		level, msg = slog.LevelInfo, "webhook attempt failed"
+	case StatusDead:
+		level, msg = slog.LevelWarn, "webhook delivery dead"
+	}
+	if !d.log.Enabled(ctx, level) {
+		return
+	}
+	attrs := []slog.Attr{
+		slog.String("delivery_id", deliveryID(w.sessionID, w.eventID, w.endpointID)),
+		slog.String("endpoint_id", w.endpointID), slog.String("event", w.eventType),
+		slog.Int("attempt", w.attempt.Attempt), slog.Int("status_code", res.code),
+	}
+	if res.errText != "" {
+		attrs = append(attrs, slog.String("err", res.errText))
+	}
+	d.log.LogAttrs(ctx, level, msg, attrs...)
+}
+
+// recorder writes the workers' records, many per Redis round trip (group
+// commit): a write waits for the pipeline that carries it, so a worker
+// finishes only once its attempt is recorded, but concurrent workers share
+// round trips. Under light load a pipeline carries one write and adds no
+// delay.
+type recorder struct {
+	store *store
+	reqs  chan *pendingWrite
+	stop  chan struct{} // closed by close
+	done  chan struct{} // closed when run has returned
+	once  sync.Once
+}
+
+// maxRecordBatch bounds the writes of one pipeline.
+const maxRecordBatch = 256
+
+// recordTimeout bounds the write of an attempt's record.
+const recordTimeout = 5 * time.Second
+
+// errRecorderClosed is a write after the dispatcher stopped: the attempt
+// is not recorded, so its entry or task is delivered again later.
+var errRecorderClosed = errors.New("record attempt: dispatcher stopped")
+
+type pendingWrite struct {
+	w      *write
+	result chan error // buffered
+}
+
+func newRecorder(s *store) *recorder {
+	return &recorder{
+		store: s,
+		reqs:  make(chan *pendingWrite, maxRecordBatch),
+		stop:  make(chan struct{}),
+		done:  make(chan struct{}),
+	}
+}
+
+// run writes until close, then writes what was sent before it and returns.
+func (r *recorder) run() {
+	defer close(r.done)
+	batch := make([]*pendingWrite, 0, maxRecordBatch)
+	for {
+		select {
+		case pw := <-r.reqs:
+			batch = append(batch[:0], pw)
+		case <-r.stop:
+			r.drain(batch)
+			return
+		}
+		batch = r.fill(batch)
+		r.flush(batch)
+	}
+}
+
+// fill adds to batch the writes already waiting, up to maxRecordBatch.
+func (r *recorder) fill(batch []*pendingWrite) []*pendingWrite {
+	for len(batch) < maxRecordBatch {
+		select {
+		case pw := <-r.reqs:
+			batch = append(batch, pw)
+		default:
+			return batch
+		}
+	}
+	return batch
+}
+
+// drain writes every write still queued at close.
+func (r *recorder) drain(batch []*pendingWrite) {
+	for {
+		batch = r.fill(batch[:0])
+		if len(batch) == 0 {
+			return
+		}
+		r.flush(batch)
+	}
+}
+
+// close stops run after the writes already sent. A write after close
+// returns errRecorderClosed (a handler that outlived the shutdown).
+func (r *recorder) close() {
+	r.once.Do(func() { close(r.stop) })
+	<-r.done
+}
+
+func (r *recorder) flush(batch []*pendingWrite) {
+	ctx, cancel := context.WithTimeout(context.Background(), recordTimeout)
+	defer cancel()
+	now := r.store.now()
+	errs := make([]error, len(batch))
+	cmds, err := r.store.pipeline(ctx, func(p redis.Pipeliner) {
+		for i, pw := range batch {
+			keys, argv, err := r.store.args(pw.w, now)
+			if err != nil {
+				errs[i] = err
+				continue
+			}
+			recordScript.EvalSha(ctx, p, keys, argv...)
+		}
+	})
+	c := 0
+	for i, pw := range batch {
+		switch {
+		case errs[i] != nil:
+			pw.result <- errs[i]
+		case c < len(cmds):
+			pw.result <- cmds[c].Err()
+			c++
+		default:
+			pw.result <- err
+		}
+	}
+}
+
+// write records w and waits for it.
+func (r *recorder) write(ctx context.Context, w *write) error {
+	pw := &pendingWrite{w: w, result: make(chan error, 1)}
+	select {
+	case <-r.stop:
+		return errRecorderClosed
+	default:
+	}
+	select {
+	case r.reqs <- pw:
+	case <-r.stop:
+		return errRecorderClosed
+	case <-ctx.Done():
+		return fmt.Errorf("record attempt: %w", ctx.Err())
+	}
+	select {
+	case err := <-pw.result:
+		if err != nil {
+			return fmt.Errorf("record attempt: %w", err)
+		}
+		return nil
+	case <-r.done:
+		// run has returned: it wrote pw, or pw came in after its drain.
+		select {
+		case err := <-pw.result:
+			if err != nil {
+				return fmt.Errorf("record attempt: %w", err)
+			}
+			return nil
+		default:
+			return errRecorderClosed
+		}
+	case <-ctx.Done():
+		return fmt.Errorf("record attempt: %w", ctx.Err())
+	}
+}
+
+// attempt is the record of an HTTP attempt numbered n, made at at.
+func (r *result) attempt(n int, at time.Time) *Attempt {
+	return &Attempt{
+		Attempt:           n,
+		At:                lifecycle.At(at),
+		StatusCode:        r.code,
+		LatencyMS:         float64(r.latency.Microseconds()) / 1000,
+		Error:             r.errText,
+		ResponseBody:      r.body,
+		ResponseTruncated: r.truncated,
+	}
+}
