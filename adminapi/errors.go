@@ -56,8 +56,9 @@ func badRequest(msg string) *Error {
 // errorFor maps an error to the contract's status, code and message.
 func errorFor(err error) *Error {
 	var (
-		e *Error
-		v *lifecycle.ValidationError
+		e  *Error
+		v  *lifecycle.ValidationError
+		ie *dispatcher.InvalidEndpointError
 	)
 	switch {
 	case errors.As(err, &e):
@@ -70,6 +71,15 @@ func errorFor(err error) *Error {
 		return &Error{Status: http.StatusNotFound, Code: CodeNotFound, Message: "Delivery not found."}
 	case errors.Is(err, dispatcher.ErrEndpointGone):
 		return &Error{Status: http.StatusBadRequest, Code: CodeInvalidRequest, Message: "The delivery's endpoint is no longer configured.", Err: err}
+	case errors.As(err, &ie):
+		return badRequest(ie.Error())
+	case errors.Is(err, dispatcher.ErrEndpointNotFound):
+		return &Error{Status: http.StatusNotFound, Code: CodeNotFound, Message: "Endpoint not found."}
+	case errors.Is(err, dispatcher.ErrRecoveryNotFound):
+		return &Error{Status: http.StatusNotFound, Code: CodeNotFound, Message: "Recovery not found."}
+	case errors.Is(err, dispatcher.ErrEndpointFromConfig), errors.Is(err, dispatcher.ErrEndpointDisabled),
+		errors.Is(err, dispatcher.ErrTooManyEndpoints):
+		return &Error{Status: http.StatusConflict, Code: CodeConflict, Message: err.Error()}
 	case errors.Is(err, lifecycle.ErrSessionInProgress):
 		return &Error{Status: http.StatusBadRequest, Code: CodeSessionInProgress, Message: "Session in progress."}
 	case errors.Is(err, lifecycle.ErrNotCompleted):

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sessiond/sessiond/internal/keyspace"
 	"github.com/sessiond/sessiond/lifecycle"
 )
 
@@ -66,7 +67,7 @@ func TestIdempotencyKey(t *testing.T) {
 
 		// Once redacted, the stored response is a tombstone: no personal
 		// data in Redis, and a retry is told the response was erased.
-		idemKey := a.keys("*:idem:" + testKey + ":k-1")
+		idemKey := []string{keyspace.New(a.tg.Namespace).Idempotency(testKey, "k-1")}
 		ttlBefore := a.rdb.PTTL(a.ctx, idemKey[0]).Val()
 		a.do("POST", "/v1/sessions/"+m["id"].(string)+"/redact", "").ok(t, 200)
 		if strings.Contains(a.contents(), "Ophelia") {

@@ -207,14 +207,18 @@ type Metrics interface {
 	ObserveAttempt(endpoint, outcome string, sinceEvent time.Duration)
 	// SetCircuit hears whether an endpoint's circuit breaker is open.
 	SetCircuit(endpoint string, open bool)
+	// ForgetEndpoint hears that an endpoint was deleted: its series may go.
+	ForgetEndpoint(endpoint string)
 }
 
 type noMetrics struct{}
 
 func (noMetrics) ObserveAttempt(string, string, time.Duration) {}
 func (noMetrics) SetCircuit(string, bool)                      {}
+func (noMetrics) ForgetEndpoint(string)                        {}
 
 type endpoint struct {
+	endpointOptions
 	id       string
 	url      string
 	shownURL string // url without its password, for records and logs
@@ -260,14 +264,15 @@ func newEndpoint(ep Endpoint, cfg *Config) (*endpoint, error) {
 	}
 	sum := sha256.Sum256([]byte(ep.URL))
 	e := &endpoint{
-		id:       ep.ID,
-		url:      ep.URL,
-		shownURL: u.Redacted(),
-		urlHash:  hex.EncodeToString(sum[:]),
-		disabled: ep.Disabled,
-		signer:   signer,
-		breaker:  newBreaker(cfg.BreakerThreshold, cfg.BreakerPeriod, cfg.BreakerCooldown),
-		limit:    newLimiter(cfg.EndpointConcurrency),
+		id:              ep.ID,
+		url:             ep.URL,
+		shownURL:        u.Redacted(),
+		urlHash:         hex.EncodeToString(sum[:]),
+		disabled:        ep.Disabled,
+		signer:          signer,
+		endpointOptions: endpointOptions{source: SourceConfig},
+		breaker:         newBreaker(cfg.BreakerThreshold, cfg.BreakerPeriod, cfg.BreakerCooldown),
+		limit:           newLimiter(cfg.EndpointConcurrency),
 	}
 	if len(ep.Events) > 0 {
 		e.events = make(map[string]bool, len(ep.Events))

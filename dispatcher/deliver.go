@@ -38,17 +38,33 @@ const drainLimit = 64 << 10
 func (d *Dispatcher) processTask(ctx context.Context, t *asynq.Task) error {
 	d.inflight.add()
 	defer d.inflight.done()
+	if err := d.waitEndpoints(ctx); err != nil {
+		return &deferError{reason: "endpoints not read yet"}
+	}
+	if t.Type() == recoverTaskType {
+		return d.runRecovery(ctx, t)
+	}
 	p, err := decodePayload(t.Payload())
 	if err != nil {
 		d.log.Error("archiving malformed delivery task", "err", err.Error())
 		return fmt.Errorf("%v: %w", err, asynq.SkipRetry)
 	}
+	err = d.deliverTask(ctx, p)
+	if p.Recovery != "" && (err == nil || errors.Is(err, asynq.SkipRetry)) {
+		d.recoveryDelivered(ctx, p) // it ended: sent, dropped or dead
+	}
+	return err
+}
+
+// deliverTask makes one attempt of a delivery task, unless the endpoint's
+// breaker or concurrency limit defers it.
+func (d *Dispatcher) deliverTask(ctx context.Context, p *taskPayload) error {
 	sid, eid, epID, _ := parseDeliveryID(p.Delivery)
 	sh, ok := lifecycle.ShardOfSession(sid)
 	if !ok {
 		return fmt.Errorf("delivery %s: %w", p.Delivery, asynq.SkipRetry)
 	}
-	ev, body, err := d.loadEvent(ctx, sh, p.Cursor, eid)
+	ev, body, err := d.deliveryEvent(ctx, sh, sid, eid, p.Test, p.Cursor)
 	switch {
 	case errors.Is(err, errEventGone):
 		d.stats.dropped.Add(1)
@@ -57,9 +73,14 @@ func (d *Dispatcher) processTask(ctx context.Context, t *asynq.Task) error {
 	case err != nil:
 		return err
 	}
-	w := &write{shard: sh, sessionID: sid, eventID: eid, endpointID: epID, cursor: p.Cursor, eventType: ev.Type}
-	ep := d.eps[epID]
+	w := &write{shard: sh, sessionID: sid, eventID: eid, endpointID: epID, cursor: p.Cursor, eventType: ev.Type, test: p.Test != ""}
+	reg := d.endpoints()
+	ep := reg.endpoint(epID)
 	switch {
+	case ep == nil && reg.gone[epID]:
+		d.stats.dropped.Add(1)
+		d.log.Debug("webhook delivery dropped: its endpoint was deleted", "delivery_id", p.Delivery)
+		return nil
 	case ep == nil:
 		return d.giveUp(ctx, w, "endpoint "+epID+" is no longer configured")
 	case ep.disabled:
@@ -67,6 +88,16 @@ func (d *Dispatcher) processTask(ctx context.Context, t *asynq.Task) error {
 	case ep.marked.Load() && !p.Replay:
 		// A replay may probe a disabled endpoint; a 2xx enables it again.
 		return d.giveUp(ctx, w, "endpoint is disabled: it answered 410 Gone")
+	}
+	if p.Recovery != "" {
+		// The normal path may have delivered it since the walk looked.
+		_, sum, found, err := d.store.get(ctx, sh, sid, eid, epID)
+		if err != nil {
+			return err
+		}
+		if found && sum.Status == StatusSucceeded {
+			return nil
+		}
 	}
 
 	// The breaker and the limiter measure the endpoint's health in wall
@@ -223,6 +254,9 @@ func (d *Dispatcher) send(ctx context.Context, ep *endpoint, eventID string, bod
 	if err := ep.signer.SetHeaders(req.Header, eventID, now, body); err != nil {
 		res.errText = err.Error()
 		return res
+	}
+	for name, vs := range ep.headers { // validated: none is sessiond's own
+		req.Header[name] = vs
 	}
 	req.Header.Set(HeaderAttempt, strconv.Itoa(attempt))
 	req.Header.Set("Content-Type", "application/json")

@@ -40,8 +40,14 @@ type Dispatcher struct {
 	store    *store
 	rec      *recorder
 	schedule schedule
-	eps      map[string]*endpoint
-	order    []*endpoint // eps in configuration order
+
+	// configured are the configuration's endpoints; reg is every
+	// endpoint, the API's too (endpoints.go). ready is closed once reg
+	// holds the API's: nothing is delivered before.
+	configured []*endpoint
+	reg        atomic.Pointer[registry]
+	ready      chan struct{}
+	readyOnce  sync.Once
 
 	transport   *http.Transport
 	http        *http.Client
@@ -61,11 +67,12 @@ type Dispatcher struct {
 	inflight tracker
 	flight   *flight // outbox entries being delivered, by shard
 
-	mu      sync.Mutex
-	state   int
-	cancel  context.CancelFunc // stops the relays and the maintenance loop
-	loops   sync.WaitGroup
-	workers sync.WaitGroup
+	mu       sync.Mutex
+	state    int
+	cancel   context.CancelFunc // stops the relays and the maintenance loop
+	stopping context.Context    // done once Shutdown begins
+	loops    sync.WaitGroup
+	workers  sync.WaitGroup
 
 	stats counters
 }
@@ -98,7 +105,7 @@ func New(rdb redis.UniversalClient, events Events, cfg Config) (*Dispatcher, err
 		now:      cfg.Now,
 		store:    &store{rdb: rdb, keys: keys, now: cfg.Now, retention: cfg.Retention},
 		schedule: newSchedule(cfg.RetrySchedule, cfg.Jitter),
-		eps:      make(map[string]*endpoint, len(cfg.Endpoints)),
+		ready:    make(chan struct{}),
 		jobs:     make(chan *job),
 		consumer: consumerName(),
 		flight:   newFlight(),
@@ -107,17 +114,23 @@ func New(rdb redis.UniversalClient, events Events, cfg Config) (*Dispatcher, err
 		// attempt's own timeout and the record write after it.
 		taskTimeout: (cfg.Timeout + 30*time.Second + time.Second - 1).Truncate(time.Second),
 	}
+	seen := make(map[string]bool, len(cfg.Endpoints))
 	for _, ep := range cfg.Endpoints {
 		e, err := newEndpoint(ep, &cfg)
 		if err != nil {
 			return nil, fmt.Errorf("dispatcher: %w", err)
 		}
-		if d.eps[e.id] != nil {
+		if seen[e.id] {
 			return nil, fmt.Errorf("dispatcher: endpoint %s: duplicate id", e.id)
 		}
-		d.eps[e.id] = e
-		d.order = append(d.order, e)
+		seen[e.id] = true
+		d.configured = append(d.configured, e)
 	}
+	reg, err := d.buildRegistry(nil, "", nil, nil, nil)
+	if err != nil {
+		return nil, err
+	}
+	d.reg.Store(reg)
 	d.rec = newRecorder(d.store)
 	d.transport = newTransport(cfg.AllowNetworks, cfg.Timeout, cfg.Concurrency)
 	d.http = newHTTPClient(d.transport)
@@ -183,12 +196,16 @@ func (d *Dispatcher) Start(ctx context.Context) error {
 	}
 	d.state = stateStarted
 	loopCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	d.cancel = cancel
+	d.cancel, d.stopping = cancel, loopCtx
 	first, stop := context.WithTimeout(loopCtx, time.Second)
-	if err := d.refreshMarks(first); err != nil {
-		d.log.Warn("read disabled endpoints", "err", err.Error())
+	if err := d.reloadEndpoints(first, true); err != nil {
+		// The watcher keeps trying; nothing is delivered meanwhile.
+		d.log.Warn("read the webhook endpoints; deliveries wait until they are read", "err", err.Error())
+	} else {
+		d.endpointsLoaded()
 	}
 	stop()
+	d.loops.Go(func() { d.watchEndpoints(loopCtx) })
 	for sh := range keyspace.Shards {
 		d.loops.Go(func() { d.relay(loopCtx, keyspace.Shard(sh)) })
 	}
@@ -244,9 +261,9 @@ func (d *Dispatcher) Shutdown(ctx context.Context) error {
 // EnableEndpoint removes the disabled mark a 410 answer left on an
 // endpoint, for every replica. A replay that gets a 2xx does the same.
 func (d *Dispatcher) EnableEndpoint(ctx context.Context, id string) error {
-	ep := d.eps[id]
+	ep := d.endpoints().endpoint(id)
 	if ep == nil {
-		return fmt.Errorf("enable endpoint %s: not configured", id)
+		return fmt.Errorf("enable endpoint %s: %w", id, ErrEndpointNotFound)
 	}
 	if err := d.store.enable(ctx, id); err != nil {
 		return err
@@ -257,23 +274,23 @@ func (d *Dispatcher) EnableEndpoint(ctx context.Context, id string) error {
 }
 
 // EndpointDisabled reports whether an endpoint gets no deliveries, by
-// configuration or after a 410 answer.
+// configuration, by a change or after a 410 answer.
 func (d *Dispatcher) EndpointDisabled(id string) bool {
-	ep := d.eps[id]
+	ep := d.endpoints().endpoint(id)
 	return ep == nil || ep.disabledNow()
 }
 
-// refreshMarks reads the disabled marks every replica shares.
-func (d *Dispatcher) refreshMarks(ctx context.Context) error {
-	marks, err := d.store.marks(ctx)
-	if err != nil {
-		return err
+// endpointsLoaded records that the registry holds the API's endpoints.
+func (d *Dispatcher) endpointsLoaded() { d.readyOnce.Do(func() { close(d.ready) }) }
+
+// waitEndpoints waits until the registry holds the API's endpoints.
+func (d *Dispatcher) waitEndpoints(ctx context.Context) error {
+	select {
+	case <-d.ready:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
 	}
-	for _, ep := range d.order {
-		m, ok := marks[ep.id]
-		ep.marked.Store(ok && m.URLHash == ep.urlHash)
-	}
-	return nil
 }
 
 // retryDelay is the Asynq server's RetryDelayFunc. failures is the task's

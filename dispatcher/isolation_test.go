@@ -70,7 +70,7 @@ func testHangingEndpoint(t *testing.T, tg redistest.Target) {
 
 	// Let the hanging endpoint time out a few times, then recover.
 	waitFor(t, 10*time.Second, "the breaker to open and deliveries to be deferred", func() bool {
-		return e.d.eps["slow"].breaker.isOpen() && e.d.Stats().Deferred > sessions
+		return e.d.endpoints().endpoint("slow").breaker.isOpen() && e.d.Stats().Deferred > sessions
 	})
 	hanging.Store(false)
 	closeOnce.Do(func() { close(release) })

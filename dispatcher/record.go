@@ -107,6 +107,7 @@ type write struct {
 	status, eventType, err                 string
 	attempt                                *Attempt
 	ack                                    string // outbox entry to acknowledge; "" for none
+	test                                   bool   // a test event's: its session does not exist
 }
 
 // args are write's record.lua keys and arguments.
@@ -124,8 +125,16 @@ func (s *store) args(w *write, now time.Time) (keys []string, argv []any, err er
 	}
 	keys = []string{s.keys.Deliveries(w.shard, w.sessionID), s.keys.Session(w.shard, w.sessionID), s.keys.Outbox(w.shard)}
 	argv = []any{recordField(w.eventID, w.endpointID), w.status, w.eventType, w.cursor, now.UnixMilli(),
-		w.err, js, s.retention.Milliseconds(), maxAttemptsKept, w.ack, relayGroup}
+		w.err, js, s.retention.Milliseconds(), maxAttemptsKept, w.ack, relayGroup, flag(w.test)}
 	return keys, argv, nil
+}
+
+// flag is a boolean script argument.
+func flag(b bool) string {
+	if b {
+		return "1"
+	}
+	return ""
 }
 
 // pipeline runs fn's commands in one round trip (one per node on a
@@ -161,8 +170,13 @@ func (s *store) record(ctx context.Context, w *write) error {
 // replay numbers a new replay of a delivery and marks it pending. n is 0
 // when the record or its session is gone.
 func (s *store) replay(ctx context.Context, sh keyspace.Shard, sessionID, eventID, endpointID string) (n int64, previous string, attempts int, err error) {
+	// A test event's session does not exist: its record stands alone.
+	guard := s.keys.Session(sh, sessionID)
+	if lifecycle.IsTestEvent(eventID) {
+		guard = s.keys.Deliveries(sh, sessionID)
+	}
 	res, err := replayScript.Run(ctx, s.rdb,
-		[]string{s.keys.Deliveries(sh, sessionID), s.keys.Session(sh, sessionID)},
+		[]string{s.keys.Deliveries(sh, sessionID), guard},
 		recordField(eventID, endpointID), s.now().UnixMilli()).Slice()
 	if err != nil || len(res) != 3 {
 		return 0, "", 0, fmt.Errorf("replay delivery: %w", errors.Join(err, errors.New("unexpected script answer")))
@@ -268,7 +282,12 @@ func (s *store) disable(ctx context.Context, ep *endpoint, reason string) error 
 	if err != nil {
 		return err
 	}
-	if err := s.rdb.HSet(ctx, s.keys.EndpointsDisabled(), ep.id, js).Err(); err != nil {
+	_, err = s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.HSet(ctx, s.keys.EndpointsDisabled(), ep.id, js)
+		p.Incr(ctx, s.keys.EndpointsVersion()) // every replica reloads
+		return nil
+	})
+	if err != nil {
 		return fmt.Errorf("disable endpoint: %w", err)
 	}
 	return nil
@@ -276,7 +295,12 @@ func (s *store) disable(ctx context.Context, ep *endpoint, reason string) error 
 
 // enable removes an endpoint's disabled mark.
 func (s *store) enable(ctx context.Context, id string) error {
-	if err := s.rdb.HDel(ctx, s.keys.EndpointsDisabled(), id).Err(); err != nil {
+	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.HDel(ctx, s.keys.EndpointsDisabled(), id)
+		p.Incr(ctx, s.keys.EndpointsVersion())
+		return nil
+	})
+	if err != nil {
 		return fmt.Errorf("enable endpoint: %w", err)
 	}
 	return nil

@@ -66,6 +66,9 @@ func (d *Dispatcher) relay(ctx context.Context, sh keyspace.Shard) {
 	bo := loopBackoff()
 	stream := d.keys.Outbox(sh)
 	groupReady := false
+	if d.waitEndpoints(ctx) != nil {
+		return
+	}
 	for ctx.Err() == nil {
 		if !groupReady {
 			if err := d.ensureGroup(ctx, stream); err != nil {
@@ -107,12 +110,21 @@ func (d *Dispatcher) relay(ctx context.Context, sh keyspace.Shard) {
 
 // ensureGroup creates the outbox consumer group of a stream, reading from
 // the oldest kept event, unless it exists.
+//
+// A stream it makes (a shard without events yet) gets the TTL an event
+// would give it, EventsRetention: every key carries one. When it expires
+// empty, the next read finds no group and makes it again; an event added
+// meanwhile makes a stream without the group, which is then read from 0.
 func (d *Dispatcher) ensureGroup(ctx context.Context, stream string) error {
 	err := d.rdb.XGroupCreateMkStream(ctx, stream, relayGroup, "0").Err()
-	if err != nil && !strings.HasPrefix(err.Error(), "BUSYGROUP") {
+	switch {
+	case err == nil:
+		return d.rdb.ExpireNX(ctx, stream, d.cfg.Retention).Err()
+	case strings.HasPrefix(err.Error(), "BUSYGROUP"):
+		return nil
+	default:
 		return err
 	}
-	return nil
 }
 
 func isNoGroup(err error) bool {
@@ -203,7 +215,7 @@ func (d *Dispatcher) handle(ctx context.Context, sh keyspace.Shard, msgs []redis
 // wanting lists the endpoints that get events of typ.
 func (d *Dispatcher) wanting(typ string) []*endpoint {
 	var out []*endpoint
-	for _, ep := range d.order {
+	for _, ep := range d.endpoints().order {
 		if ep.wants(typ) && !ep.disabledNow() {
 			out = append(out, ep)
 		}
@@ -287,9 +299,6 @@ func (d *Dispatcher) maintain(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-		}
-		if err := d.refreshMarks(ctx); err != nil && ctx.Err() == nil {
-			d.log.Debug("read disabled endpoints", "err", err.Error())
 		}
 		d.touch(ctx)
 		for _, q := range d.queues {

@@ -35,7 +35,7 @@ func (d *Dispatcher) Deliveries(ctx context.Context, sessionID string) ([]Delive
 
 // shownURL is an endpoint's URL without its password, "" when it is gone.
 func (d *Dispatcher) shownURL(id string) string {
-	if ep := d.eps[id]; ep != nil {
+	if ep := d.endpoints().endpoint(id); ep != nil {
 		return ep.shownURL
 	}
 	return ""
@@ -63,12 +63,17 @@ func (d *Dispatcher) Replay(ctx context.Context, id string) (*Delivery, error) {
 	if !found {
 		return nil, ErrDeliveryNotFound
 	}
-	if d.eps[epID] == nil {
+	if d.endpoints().endpoint(epID) == nil {
 		return nil, fmt.Errorf("replay %s: %w", id, ErrEndpointGone)
 	}
 	// The event must still be there: a purged session's is reduced, and
 	// its deliveries are not sent.
-	ev, _, err := d.loadEvent(ctx, sh, sum.Cursor, eid)
+	test := lifecycle.IsTestEvent(eid)
+	testType := ""
+	if test {
+		testType = sum.Type
+	}
+	ev, _, err := d.deliveryEvent(ctx, sh, sid, eid, testType, sum.Cursor)
 	if errors.Is(err, errEventGone) {
 		return nil, ErrDeliveryNotFound
 	}
@@ -82,10 +87,10 @@ func (d *Dispatcher) Replay(ctx context.Context, id string) (*Delivery, error) {
 	if n == 0 {
 		return nil, ErrDeliveryNotFound
 	}
-	err = d.enqueue(ctx, ev, replayTaskID(id, n), &taskPayload{Delivery: id, Cursor: sum.Cursor, Base: dl.lastAttempt(), Replay: true},
+	err = d.enqueue(ctx, ev, replayTaskID(id, n), &taskPayload{Delivery: id, Cursor: sum.Cursor, Base: dl.lastAttempt(), Replay: true, Test: testType},
 		0, d.schedule.retries()+1)
 	if err != nil {
-		w := &write{shard: sh, sessionID: sid, eventID: eid, endpointID: epID, cursor: sum.Cursor, eventType: sum.Type, status: previous, err: sum.Error}
+		w := &write{shard: sh, sessionID: sid, eventID: eid, endpointID: epID, cursor: sum.Cursor, eventType: sum.Type, status: previous, err: sum.Error, test: test}
 		if serr := d.store.record(context.WithoutCancel(ctx), w); serr != nil {
 			d.log.Warn("restore delivery status", "delivery_id", id, "err", serr.Error())
 		}

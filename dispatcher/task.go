@@ -27,6 +27,12 @@ type taskPayload struct {
 	// 0 for a deferral or a replay (which gets the whole schedule again).
 	Failed int  `json:"f,omitempty"`
 	Replay bool `json:"r,omitempty"`
+	// Test is the event type of a test event's delivery (its event is
+	// in no outbox; see TestEndpoint).
+	Test string `json:"t,omitempty"`
+	// Recovery is the id of the recovery that scheduled this delivery,
+	// which counts it done when it ends.
+	Recovery string `json:"v,omitempty"`
 }
 
 func (p *taskPayload) encode() ([]byte, error) {

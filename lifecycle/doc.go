@@ -31,6 +31,10 @@
 //     personal data with retention, the record with the record retention
 //     (or the purge after a delete), the token with its lifetime, the event
 //     details EventsRetention after the last event (or with the purge).
+//     The shard's shared keys carry one too, which each write extends
+//     (never shortens): an index or due index until the purge of the
+//     session written, the outbox EventsRetention past its newest entry.
+//     So nothing outlives its policy even if no sweep ever runs.
 //   - Personal data (person, metadata, tags, the decision's reason) never
 //     enters the outbox: an entry holds the event's id, type, session id,
 //     status, sequence and time; the rest of its data is in the session's

@@ -251,8 +251,7 @@ func (t *tx) expireAt(key string, now, at time.Time) {
 // extendTo makes key live at least until at (never shortens its TTL).
 func (t *tx) extendTo(key string, now, at time.Time) {
 	ms := max(at.Sub(now).Milliseconds(), 1)
-	t.op("PEXPIRE", key, ms, "NX")
-	t.op("PEXPIRE", key, ms, "GT")
+	t.op("EXTEND", key, ms)
 }
 
 // errConflict is a commit whose guards no longer held: read again.

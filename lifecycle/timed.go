@@ -140,6 +140,7 @@ func (s *Service) purgeOnce(ctx context.Context, sh keyspace.Shard, id string) (
 	ev := &Event{ID: newEventID(), Type: EventPurged, SessionID: id, Status: r.Status, Sequence: r.Seq, Timestamp: At(now)}
 	minID := fmt.Sprint(now.Add(-s.cfg.EventsRetention).UnixMilli())
 	t.op("XADD", k.Outbox(sh), ev.streamArgs(minID)...)
+	t.extendTo(k.Outbox(sh), now, now.Add(s.cfg.EventsRetention))
 	if err := s.commit(ctx, t); err != nil && !errors.Is(err, ErrNotDurable) {
 		return false, fmt.Errorf("purge session: %w", err)
 	}

@@ -90,6 +90,11 @@ func (s *Service) write(t *tx, c *change, now time.Time) error {
 			t.op("XADD", k.Outbox(sh), ev.streamArgs(minID)...)
 			fields = append(fields, ev.ID, detail)
 		}
+		if len(c.events) > 0 {
+			// The outbox outlives its newest entry by EventsRetention,
+			// as each entry does.
+			t.extendTo(k.Outbox(sh), now, now.Add(s.cfg.EventsRetention))
+		}
 		t.op("HSET", evKey, fields...)
 		if r.DeletedAt == nil {
 			t.extendTo(evKey, now, now.Add(s.cfg.EventsRetention))
@@ -139,9 +144,14 @@ func (s *Service) write(t *tx, c *change, now time.Time) error {
 		} else if c.old.Status != r.Status {
 			t.op("ZREM", k.IndexStatus(sh, string(c.old.Status)), member)
 		}
+		byStatus := k.IndexStatus(sh, string(r.Status))
 		if c.old == nil || c.old.Status != r.Status {
-			t.op("ZADD", k.IndexStatus(sh, string(r.Status)), 0, member)
+			t.op("ZADD", byStatus, 0, member)
 		}
+		// Every index lives as long as its longest-lived member: an
+		// index no write touches for a retention period is all stale.
+		t.extendTo(all, now, purge)
+		t.extendTo(byStatus, now, purge)
 		t.extendTo(byRef, now, purge)
 	}
 	refKey := k.Ref(sh, r.RefID)
@@ -156,15 +166,19 @@ func (s *Service) write(t *tx, c *change, now time.Time) error {
 	expireDue, redactDue := k.Due(sh, string(WorkExpire)), k.Due(sh, string(WorkRedact))
 	if r.DeletedAt == nil && r.Status.Pending() && r.ExpiresAt != nil {
 		t.op("ZADD", expireDue, r.ExpiresAt.UnixMilli(), id)
+		t.extendTo(expireDue, now, purge)
 	} else if c.old != nil {
 		t.op("ZREM", expireDue, id)
 	}
 	if r.DeletedAt == nil && r.Status.Terminal() && r.RedactedAt == nil {
 		t.op("ZADD", redactDue, s.redactAt(r).UnixMilli(), id)
+		t.extendTo(redactDue, now, purge)
 	} else if c.old != nil {
 		t.op("ZREM", redactDue, id)
 	}
-	t.op("ZADD", k.Due(sh, string(WorkPurge)), s.purgeDue(r).UnixMilli(), id)
+	purgeDue := k.Due(sh, string(WorkPurge))
+	t.op("ZADD", purgeDue, s.purgeDue(r).UnixMilli(), id)
+	t.extendTo(purgeDue, now, purge)
 
 	if revoke && c.oldToken != "" {
 		t.op("DEL", k.Token(sh, c.oldToken))

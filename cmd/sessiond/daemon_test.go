@@ -44,8 +44,17 @@ func startDaemon(t *testing.T, redis *redistest.Server, env map[string]string) *
 	if redis == nil {
 		redis = redistest.Start(t)
 	}
+	d := startDaemonAt(t, redis.URL(), env)
+	d.Redis = redis
+	return d
+}
+
+// startDaemonAt is startDaemon on the Redis deployment at url (any
+// topology); the daemon's Redis field is nil.
+func startDaemonAt(t *testing.T, url string, env map[string]string) *testDaemon {
+	t.Helper()
 	vars := map[string]string{
-		"SESSIOND_REDIS_URL":   redis.URL(),
+		"SESSIOND_REDIS_URL":   url,
 		"SESSIOND_ADMIN_ADDR":  "127.0.0.1:0",
 		"SESSIOND_API_KEY":     testAPIKey,
 		"SESSIOND_API_SECRET":  testAPISecret,
@@ -56,7 +65,7 @@ func startDaemon(t *testing.T, redis *redistest.Server, env map[string]string) *
 		vars[k] = v
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	d := &testDaemon{t: t, Redis: redis, Logs: newLogSink(), cancel: cancel, done: make(chan struct{})}
+	d := &testDaemon{t: t, Logs: newLogSink(), cancel: cancel, done: make(chan struct{})}
 	go func() {
 		d.err = run(ctx, nil, func(k string) string { return vars[k] }, d.Logs, d.Logs)
 		close(d.done)

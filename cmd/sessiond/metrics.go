@@ -173,6 +173,19 @@ func (m *Metrics) SetCircuit(endpoint string, open bool) {
 	m.circuitOpen.WithLabelValues(endpoint).Set(v)
 }
 
+// ForgetEndpoint drops the series of an endpoint deleted through the admin
+// API, so a deleted endpoint does not linger in every scrape.
+func (m *Metrics) ForgetEndpoint(endpoint string) {
+	if m == nil {
+		return
+	}
+	for _, o := range webhookOutcomes {
+		m.webhookAttempts.DeleteLabelValues(endpoint, o)
+	}
+	m.webhookDelivery.DeleteLabelValues(endpoint)
+	m.circuitOpen.DeleteLabelValues(endpoint)
+}
+
 // ObserveRequest implements adminapi.Observer: one admin port request.
 // route is the matched ServeMux pattern (or "unmatched"), so the label set
 // stays small.

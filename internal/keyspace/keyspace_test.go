@@ -99,3 +99,22 @@ func TestSessionShard(t *testing.T) {
 		}
 	}
 }
+
+// An Idempotency-Key's Redis key is named after its hash: a key a client
+// built from a ref_id or an email does not show in Redis's key names.
+func TestIdempotencyKeyIsHashed(t *testing.T) {
+	ks := New("")
+	a := ks.Idempotency("client", "user@example.com-ref-42")
+	if strings.Contains(a, "example") || strings.Contains(a, "ref-42") {
+		t.Errorf("Idempotency key %q names the client's key", a)
+	}
+	if b := ks.Idempotency("client", "user@example.com-ref-43"); a == b {
+		t.Errorf("two Idempotency-Keys share the Redis key %q", a)
+	}
+	if c := ks.Idempotency("other", "user@example.com-ref-42"); a == c {
+		t.Errorf("two clients share the Redis key %q", a)
+	}
+	if again := ks.Idempotency("client", "user@example.com-ref-42"); again != a {
+		t.Errorf("the same key maps to %q and %q", a, again)
+	}
+}

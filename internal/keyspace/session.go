@@ -21,6 +21,9 @@ import (
 //	<ns>:{<tag>}:idx:ref:<ref_id>  zset    the ref_id's sessions
 //	<ns>:{<tag>}:due:<kind>        zset    timed work (expire, redact, purge): session ids by due time (ms)
 //	<ns>:{<tag>}:outbox            stream  the shard's events in commit order (reduced: no personal data)
+//
+// Every key carries a TTL; a write extends those of the shared ones (the
+// indexes, the due indexes, the outbox) to the end of what it added.
 
 // SessionShard returns the shard a session id names (its last hex digit),
 // ok false for an id that names none.

@@ -36,7 +36,7 @@ func dataConf(dir string, port int, o Options) []string {
 		lines = append(lines, "port "+strconv.Itoa(port))
 	}
 	if o.AppendOnly {
-		lines = append(lines, "appendonly yes", "appendfsync always")
+		lines = append(lines, "appendonly yes", "appendfsync "+o.appendFsync())
 	} else {
 		lines = append(lines, "appendonly no")
 	}

@@ -36,6 +36,12 @@ type Options struct {
 	// always), so that a restart keeps every acknowledged write.
 	AppendOnly bool
 
+	// AppendFsync is the AOF's appendfsync policy with AppendOnly:
+	// "always" (the default when empty), "everysec" (a restart may lose
+	// the last second of writes, as many production setups accept) or
+	// "no". Setting it without AppendOnly is an error.
+	AppendFsync string
+
 	// Password is the default user's password (requirepass).
 	Password string
 
@@ -74,7 +80,23 @@ func (o Options) validate() error {
 	if (o.ACLUser == "") != (o.ACLPassword == "") {
 		return errors.New("options: ACLUser and ACLPassword go together")
 	}
+	switch o.AppendFsync {
+	case "", "always", "everysec", "no":
+	default:
+		return fmt.Errorf("options: AppendFsync %q: want always, everysec or no", o.AppendFsync)
+	}
+	if o.AppendFsync != "" && !o.AppendOnly {
+		return errors.New("options: AppendFsync needs AppendOnly")
+	}
 	return nil
+}
+
+// appendFsync is the appendfsync policy of an AppendOnly server.
+func (o Options) appendFsync() string {
+	if o.AppendFsync == "" {
+		return "always"
+	}
+	return o.AppendFsync
 }
 
 // Server is one running redis-server (a plain server, a data node of a

@@ -171,6 +171,45 @@ func TestServerRestartKeepsAppendOnlyData(t *testing.T) {
 	}
 }
 
+// TestServerAppendFsync checks the AOF policy each Options asks for, and
+// that a policy without AOF, or an unknown one, is refused.
+func TestServerAppendFsync(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name       string
+		opts       Options
+		appendonly string
+		fsync      string // "" when the options must be refused
+	}{
+		{"aof default", Options{AppendOnly: true}, "yes", "always"},
+		{"aof everysec", Options{AppendOnly: true, AppendFsync: "everysec"}, "yes", "everysec"},
+		{"no aof", Options{}, "no", "everysec"}, // Redis's own default policy, unused
+		{"policy without aof", Options{AppendFsync: "everysec"}, "", ""},
+		{"unknown policy", Options{AppendOnly: true, AppendFsync: "sometimes"}, "", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			ctx := t.Context()
+			if tc.appendonly == "" {
+				s, err := StartServer(ctx, t.TempDir(), tc.opts)
+				if err == nil {
+					_ = s.Close()
+					t.Fatalf("StartServer(%+v) succeeded, want an error", tc.opts)
+				}
+				return
+			}
+			c := Start(t, tc.opts).Client()
+			got, err := c.ConfigGet(ctx, "append*").Result()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got["appendonly"] != tc.appendonly || got["appendfsync"] != tc.fsync {
+				t.Errorf("appendonly %q, appendfsync %q; want %q, %q", got["appendonly"], got["appendfsync"], tc.appendonly, tc.fsync)
+			}
+		})
+	}
+}
+
 // TestStartServerWithoutTesting uses the core API as the load tool does:
 // Close must close its clients and leave no process behind.
 func TestStartServerWithoutTesting(t *testing.T) {

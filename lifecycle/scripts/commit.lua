@@ -10,7 +10,9 @@
 --            g  GET key equals value ("" means it does not exist)
 --            n  the key does not exist (a nonce; a write then sets it)
 --          then the writes, each: n, command, key index, n arguments;
---          the command DELIFEQ deletes the key if it holds the argument
+--          the command DELIFEQ deletes the key if it holds the argument,
+--          EXTEND sets the key's TTL to the argument (ms) unless it has a
+--          longer one (a key without a TTL gets one)
 --
 -- Returns 1 when the writes were applied, 0 when a v or g guard failed (the
 -- caller reads again), -1 when an n guard failed (a replayed request).
@@ -37,7 +39,7 @@ end
 -- needs: the type a command's key must have when it exists (true: any);
 -- makes: the type the command leaves (nil: the key's type is unchanged);
 -- types: what the writes checked so far leave (nil: unknown, ask TYPE).
-local needs = {SET = true, DEL = true, PEXPIRE = true, DELIFEQ = 'string',
+local needs = {SET = true, DEL = true, PEXPIRE = true, EXTEND = true, DELIFEQ = 'string',
   HSET = 'hash', ZADD = 'zset', ZREM = 'zset', XADD = 'stream'}
 local makes = {SET = 'string', DEL = 'none', HSET = 'hash', ZADD = 'zset', XADD = 'stream'}
 local types = {}
@@ -64,6 +66,9 @@ while i <= #ARGV do
   local n, cmd, key = tonumber(ARGV[i]), ARGV[i + 1], KEYS[tonumber(ARGV[i + 2])]
   if cmd == 'DELIFEQ' then
     if redis.call('GET', key) == ARGV[i + 3] then redis.call('DEL', key) end
+  elseif cmd == 'EXTEND' then
+    local ms, ttl = tonumber(ARGV[i + 3]), redis.call('PTTL', key)
+    if ttl == -1 or (ttl >= 0 and ttl < ms) then redis.call('PEXPIRE', key, ms) end
   else
     redis.call(cmd, key, unpack(ARGV, i + 3, i + 2 + n))
   end
