@@ -4,10 +4,13 @@ import (
 	"encoding/json"
 	"math"
 	"math/big"
+	"net/http"
 	"regexp"
+	"strings"
 	"testing"
 	"time"
 	"unicode"
+	"unicode/utf8"
 )
 
 // The fuzz tests' oracles are written from the specification, not from
@@ -160,6 +163,72 @@ func FuzzDecodePayload(f *testing.F) {
 		}
 		if *q != *p {
 			t.Fatalf("round trip changed the payload: %+v, was %+v", q, p)
+		}
+	})
+}
+
+// oracleHeaderName is RFC 9110's token, 1 to 64 characters.
+var oracleHeaderName = regexp.MustCompile("^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}$")
+
+// oracleOwnHeaders are the headers sessiond sets (or the transport does)
+// and a custom header may not: named in full, or by prefix.
+var (
+	oracleOwnHeaders = []string{
+		"Host", "X-HMAC-SIGNATURE", "X-AUTH-CLIENT", "User-Agent", "Connection", "Keep-Alive",
+		"Proxy-Connection", "Proxy-Authenticate", "Proxy-Authorization", "TE", "Trailer", "Trailers",
+		"Transfer-Encoding", "Upgrade",
+	}
+	oracleOwnPrefixes = regexp.MustCompile(`(?i)^(webhook-|content-)`)
+)
+
+// oracleHeaderValue is 1 to 1024 bytes of valid UTF-8 without C0 or C1
+// controls (tab allowed inside), starting and ending with a visible
+// character.
+func oracleHeaderValue(v string) bool {
+	if len(v) == 0 || len(v) > 1024 || !utf8.ValidString(v) || strings.ContainsRune(v, utf8.RuneError) {
+		return false
+	}
+	for _, r := range v {
+		if r != '\t' && (unicode.In(r, unicode.Cc)) {
+			return false
+		}
+	}
+	first, _ := utf8.DecodeRuneInString(v)
+	last, _ := utf8.DecodeLastRuneInString(v)
+	return !unicode.IsSpace(first) && !unicode.IsSpace(last)
+}
+
+// FuzzCheckHeader checks the custom headers of an endpoint against an
+// oracle written from RFC 9110 and the contract's list of sessiond's own
+// headers; an accepted header also survives an http.Header round trip.
+func FuzzCheckHeader(f *testing.F) {
+	for _, seed := range [][2]string{
+		{"X-Tenant", "acme"}, {"webhook-id", "x"}, {"Content-Length", "1"}, {"Host", "evil"},
+		{"x-hmac-signature", "00"}, {"X Tenant", "a"}, {"X-Tenant", " padded "}, {"X-Tenant", "a\r\nb"},
+		{"Authorization", "Bearer abc.def"}, {"X-É", "v"}, {"X-Tenant", "\xff"}, {"TE", "trailers"},
+	} {
+		f.Add(seed[0], seed[1])
+	}
+	f.Fuzz(func(t *testing.T, name, value string) {
+		own := oracleOwnPrefixes.MatchString(name)
+		for _, h := range oracleOwnHeaders {
+			own = own || strings.EqualFold(h, name)
+		}
+		want := oracleHeaderName.MatchString(name) && !own && oracleHeaderValue(value)
+		err := checkHeader(name, value)
+		if (err == nil) != want {
+			t.Fatalf("checkHeader(%q, %q) = %v, oracle accepts: %v", name, value, err, want)
+		}
+		if err != nil {
+			if strings.Contains(err.Error(), value) && len(value) > 3 && !strings.Contains(name, value) {
+				t.Fatalf("the error quotes the value: %v", err)
+			}
+			return
+		}
+		h := http.Header{}
+		h.Set(name, value)
+		if got := h.Get(name); got != value {
+			t.Fatalf("http.Header round trip of an accepted header: %q, want %q", got, value)
 		}
 	})
 }
