@@ -84,7 +84,7 @@ func (d *Dispatcher) deliverTask(ctx context.Context, p *taskPayload) error {
 	case ep == nil:
 		return d.giveUp(ctx, w, "endpoint "+epID+" is no longer configured")
 	case ep.disabled:
-		return d.giveUp(ctx, w, "endpoint is disabled in the configuration")
+		return d.giveUp(ctx, w, "endpoint is disabled")
 	case ep.marked.Load() && !p.Replay:
 		// A replay may probe a disabled endpoint; a 2xx enables it again.
 		return d.giveUp(ctx, w, "endpoint is disabled: it answered 410 Gone")

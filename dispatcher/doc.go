@@ -9,6 +9,15 @@
 // through the admin API) and replays. The webhook body is put together at
 // each attempt from the outbox entry and the session's event details.
 //
+// Endpoints come from the configuration and from the admin API, which
+// keeps them in Redis (endpoints.go): every replica holds both in a
+// registry it swaps whole, and reloads it within a second of a change
+// made through any replica. An endpoint can be sent a test event, an
+// example about a session that does not exist (testevent.go), and a
+// recovery: an Asynq task that walks the outbox over a time window and
+// schedules every event the endpoint did not receive with a 2xx
+// (recovery.go).
+//
 // Invariants:
 //
 //   - At least once: an outbox entry is acknowledged only by the script
@@ -34,6 +43,9 @@
 //   - Outgoing connections are checked at dial time, after DNS resolution:
 //     every special-purpose address is refused unless Config.AllowNetworks
 //     lists it (egress.go). Redirects are never followed.
+//   - A recovery never sends an event whose delivery succeeded: it skips
+//     those with a record that is not dead, and each delivery it schedules
+//     reads its record again just before the attempt.
 //   - Record times, TTLs and webhook-timestamp come from Config.Now, TTLs
 //     relative to it; endpoint health (breaker, limiter, latency) and the
 //     lease sweep use the wall clock, as Asynq does.
