@@ -77,9 +77,12 @@ func errorFor(err error) *Error {
 		return &Error{Status: http.StatusNotFound, Code: CodeNotFound, Message: "Endpoint not found."}
 	case errors.Is(err, dispatcher.ErrRecoveryNotFound):
 		return &Error{Status: http.StatusNotFound, Code: CodeNotFound, Message: "Recovery not found."}
-	case errors.Is(err, dispatcher.ErrEndpointFromConfig), errors.Is(err, dispatcher.ErrEndpointDisabled),
-		errors.Is(err, dispatcher.ErrTooManyEndpoints):
-		return &Error{Status: http.StatusConflict, Code: CodeConflict, Message: err.Error()}
+	case errors.Is(err, dispatcher.ErrEndpointFromConfig):
+		return &Error{Status: http.StatusConflict, Code: CodeConflict, Message: "The endpoint comes from the configuration: change it there."}
+	case errors.Is(err, dispatcher.ErrEndpointDisabled):
+		return &Error{Status: http.StatusConflict, Code: CodeConflict, Message: "The endpoint is disabled: enable it first."}
+	case errors.Is(err, dispatcher.ErrTooManyEndpoints):
+		return &Error{Status: http.StatusConflict, Code: CodeConflict, Message: "Too many endpoints: " + err.Error() + "."}
 	case errors.Is(err, lifecycle.ErrSessionInProgress):
 		return &Error{Status: http.StatusBadRequest, Code: CodeSessionInProgress, Message: "Session in progress."}
 	case errors.Is(err, lifecycle.ErrNotCompleted):

@@ -156,7 +156,7 @@ func New(rdb redis.UniversalClient, events Events, cfg Config) (*Dispatcher, err
 		// Shutdown drains deliveries itself (see Shutdown); this only
 		// bounds a handler that ignores its cancelled context.
 		ShutdownTimeout: 2 * time.Second,
-		Logger:          asynqLogger{cfg.Logger.With("component", "asynq")},
+		Logger:          asynqLogger{cfg.Logger.With("library", "asynq")},
 		LogLevel:        asynq.WarnLevel,
 	})
 	return d, nil
