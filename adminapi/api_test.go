@@ -97,6 +97,10 @@ func TestAPIRoutes(t *testing.T) {
 		}
 		a.do("GET", "/v1/sessions/"+id, "").fail(t, 404, CodeNotFound)
 
+		// The feed orders sessions by commit time, Redis's milliseconds
+		// (stream ids): within one millisecond two sessions' events may
+		// come in either order.
+		time.Sleep(2 * time.Millisecond)
 		other := a.do("POST", "/v1/sessions", `{"ref_id":"r2"}`).ok(t, 201)["id"].(string)
 		if m = a.do("POST", "/v1/sessions/"+other+"/cancel", "").ok(t, 200); m["status"] != "canceled" {
 			t.Errorf("cancel: %v", m)
