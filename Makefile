@@ -7,11 +7,13 @@ PKGS    ?= ./...
 
 ## run: build and start the daemon on 127.0.0.1:8080 (a private redis-server
 ## is started when SESSIOND_REDIS_URL is unset; a demo API key and UI login
-## are set when none is configured)
+## are set when none is configured, and webhooks may go to a receiver on
+## this machine)
 run: build
 	SESSIOND_API_KEY=$${SESSIOND_API_KEY:-demo} \
 	SESSIOND_API_SECRET=$${SESSIOND_API_SECRET:-demo-secret-change-me} \
 	SESSIOND_UI_PASSWORD=$${SESSIOND_UI_PASSWORD:-demo-ui-password} \
+	SESSIOND_WEBHOOK_ALLOW_NETWORKS=$${SESSIOND_WEBHOOK_ALLOW_NETWORKS:-127.0.0.0/8,::1/128} \
 	./$(BIN) $(if $(CONFIG),--config $(CONFIG))
 
 ## build: bin/sessiond and bin/sessionctl (the command-line client)

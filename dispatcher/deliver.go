@@ -51,9 +51,46 @@ func (d *Dispatcher) processTask(ctx context.Context, t *asynq.Task) error {
 	}
 	err = d.deliverTask(ctx, p)
 	if p.Recovery != "" && (err == nil || errors.Is(err, asynq.SkipRetry)) {
-		d.recoveryDelivered(ctx, p) // it ended: sent, dropped or dead
+		// It ended: sent, dropped or dead. A dead one is archived under
+		// the delivery's own id, where operators and a purge find dead
+		// deliveries, not under the recovery's task id.
+		if err != nil {
+			err = d.buryRecovered(ctx, p, err)
+		}
+		d.recoveryDelivered(ctx, p)
 	}
 	return err
+}
+
+// buryRecovered archives the dead delivery of a recovery's task under
+// the delivery's own id. It returns nil once that is done, so that Asynq
+// deletes the recovery's task; else dead, the task's own SkipRetry.
+func (d *Dispatcher) buryRecovered(ctx context.Context, p *taskPayload, dead error) error {
+	sid, _, _, _ := parseDeliveryID(p.Delivery)
+	sh, _ := lifecycle.ShardOfSession(sid)
+	q := *p
+	q.Recovery = ""
+	if err := d.bury(context.WithoutCancel(ctx), &lifecycle.Event{Shard: sh}, p.Delivery, &q); err != nil {
+		d.log.Warn("archive a recovered delivery under its own id", "delivery_id", p.Delivery, "err", err.Error())
+		return dead
+	}
+	return nil
+}
+
+// endpointOf returns endpoint id and whether it was deleted. When the
+// registry does not have it, or has it disabled, it looks at the current
+// version first: a change made through another replica (a new endpoint,
+// one enabled again) may not have reached this one yet.
+func (d *Dispatcher) endpointOf(ctx context.Context, id string) (ep *endpoint, deleted bool) {
+	reg := d.endpoints()
+	ep = reg.endpoint(id)
+	if (ep == nil && !reg.gone[id]) || (ep != nil && ep.disabledNow()) {
+		if err := d.reloadEndpoints(ctx, false); err == nil {
+			reg = d.endpoints()
+			ep = reg.endpoint(id)
+		}
+	}
+	return ep, ep == nil && reg.gone[id]
 }
 
 // deliverTask makes one attempt of a delivery task, unless the endpoint's
@@ -74,10 +111,9 @@ func (d *Dispatcher) deliverTask(ctx context.Context, p *taskPayload) error {
 		return err
 	}
 	w := &write{shard: sh, sessionID: sid, eventID: eid, endpointID: epID, cursor: p.Cursor, eventType: ev.Type, test: p.Test != ""}
-	reg := d.endpoints()
-	ep := reg.endpoint(epID)
+	ep, deleted := d.endpointOf(ctx, epID)
 	switch {
-	case ep == nil && reg.gone[epID]:
+	case deleted:
 		d.stats.dropped.Add(1)
 		d.log.Debug("webhook delivery dropped: its endpoint was deleted", "delivery_id", p.Delivery)
 		return nil
@@ -89,13 +125,16 @@ func (d *Dispatcher) deliverTask(ctx context.Context, p *taskPayload) error {
 		// A replay may probe a disabled endpoint; a 2xx enables it again.
 		return d.giveUp(ctx, w, "endpoint is disabled: it answered 410 Gone")
 	}
-	if p.Recovery != "" {
-		// The normal path may have delivered it since the walk looked.
+	retried, _ := asynq.GetRetryCount(ctx)
+	if p.Recovery != "" && retried == 0 {
+		// Before its first attempt: the normal path may have delivered
+		// it, or be delivering it, since the walk looked. Only a delivery
+		// still missing or dead is sent.
 		_, sum, found, err := d.store.get(ctx, sh, sid, eid, epID)
 		if err != nil {
 			return err
 		}
-		if found && sum.Status == StatusSucceeded {
+		if found && sum.Status != StatusDead {
 			return nil
 		}
 	}
@@ -110,7 +149,6 @@ func (d *Dispatcher) deliverTask(ctx context.Context, p *taskPayload) error {
 		ep.breaker.abandon()
 		return d.deferral("endpoint busy", ep.limit.busyDelay(wall))
 	}
-	retried, _ := asynq.GetRetryCount(ctx)
 	attempt := p.Base + retried + 1
 	at := d.now()
 	res := d.send(ctx, ep, ev.ID, body, attempt, at)

@@ -303,6 +303,8 @@ func (d *Dispatcher) retryDelay(failures int, err error, t *asynq.Task) time.Dur
 		return de.delay
 	case !d.isFailure(err):
 		return 0 // a cut-off or orphaned task: again at once
+	case t.Type() == recoverTaskType:
+		return recoveryRetryDelay
 	case errors.As(err, &ae) && ae.retryAfter > 0:
 		return notEarlier(d.schedule.clamp(ae.retryAfter), time.Now())
 	}

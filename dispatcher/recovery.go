@@ -3,6 +3,8 @@ package dispatcher
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
+	_ "embed"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -23,24 +25,32 @@ import (
 // came while the endpoint was disabled, or before it existed). It is an
 // Asynq task (recoverTaskType) that walks each shard's outbox in the
 // window, a page at a time, and keeps its position per shard in the
-// recovery's hash (keyspace: rcv:<id>) with its counts, in one
-// transaction per page. A crash, a shutdown or a lost lease gives the task
-// back to its queue and the walk goes on from the last page it saved.
+// recovery's hash (keyspace: rcv:<id>). A crash, a shutdown or a lost
+// lease gives the task back to its queue and the walk goes on from the
+// last page it saved; a run also stops by itself after recoveryBudget and
+// goes back to the queue, so no run nears Asynq's deadline.
 //
-// A page is scheduled before its position is saved, so a page may be
-// scheduled twice; its deliveries' task ids are fixed (recovery and
-// delivery id), so Asynq refuses the second while the first is queued,
-// and a delivery that already ran has a record the walk skips. Each
-// delivery task looks at its record again before it sends: one that
-// succeeded meanwhile is not sent again.
+// Per page: the deliveries to schedule go into the recovery's scheduled
+// set, then into Asynq (task id: recovery id and delivery id, so that a
+// page scheduled again after a crash adds nothing), then the position is
+// saved. A delivery that ends (sent, dead or dropped) goes into the ended
+// set; the recovery is done when the walk is over and every scheduled
+// delivery has ended. The sets make the counts exact whatever crashes in
+// between; they are dropped, the counts kept, once it is done.
+//
+// A delivery task of a recovery reads its record again before its first
+// attempt and sends only when the record is still missing or dead: one
+// that the normal path delivered, or is delivering, since the walk passed
+// is not sent again. A dead one is archived under the delivery's own id,
+// like any dead delivery, so that a purge finds it.
 
 // recoverTaskType is the Asynq task type of a recovery's walk.
 const recoverTaskType = "sessiond:recover"
 
 // Recovery statuses. A recovery is "running" while it walks the feed,
 // "delivering" once it has scheduled everything and until the deliveries
-// it scheduled have ended (succeeded or dead), then "done". "failed" says
-// why it stopped in Recovery.Error.
+// it scheduled have ended (succeeded, dead or dropped), then "done".
+// "failed" says why it stopped in Recovery.Error.
 const (
 	RecoveryRunning    = "running"
 	RecoveryDelivering = "delivering"
@@ -50,10 +60,12 @@ const (
 
 // Limits of a recovery.
 const (
-	recoveryPage       = 500 // outbox entries per page (one XRANGE, one pipeline of HGETs)
+	recoveryPage       = 500 // outbox entries per page (one XRANGE, one pipeline of reads)
 	recoveryIDPrefix   = "rcv_"
 	recoveryTaskTries  = 25
-	recoveryTaskExpiry = time.Hour // Asynq's deadline for one run of the walk
+	recoveryBudget     = 20 * time.Second // one run of the walk, then back to the queue
+	recoveryTaskExpiry = recoveryBudget + time.Minute
+	recoveryRetryDelay = 5 * time.Second // after a failed run
 )
 
 // ErrRecoveryNotFound is an unknown or expired recovery id.
@@ -103,8 +115,8 @@ func (d *Dispatcher) Recover(ctx context.Context, id string, since, until time.T
 	if until.IsZero() || until.After(now) {
 		until = now
 	}
-	if since.IsZero() || !since.Before(until) {
-		return nil, invalidf("since: want a time before until (and before now)")
+	if since.IsZero() || since.UnixMilli() < 0 || !since.Before(until) {
+		return nil, invalidf("since: want a time after 1970 and before until (and before now)")
 	}
 	if err := d.reloadEndpoints(ctx, false); err != nil {
 		return nil, err
@@ -122,7 +134,7 @@ func (d *Dispatcher) Recover(ctx context.Context, id string, since, until time.T
 	key := d.keys.Recovery(rid)
 	_, err := d.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		p.HSet(ctx, key, rcvEndpoint, id, rcvSince, since.UnixMilli(), rcvUntil, until.UnixMilli(),
-			rcvStatus, RecoveryRunning, rcvScanned, 0, rcvScheduled, 0, rcvDone, 0, rcvCreated, now.UnixMilli())
+			rcvStatus, RecoveryRunning, rcvScanned, 0, rcvCreated, now.UnixMilli())
 		p.Expire(ctx, key, d.cfg.Retention)
 		return nil
 	})
@@ -146,10 +158,14 @@ func (d *Dispatcher) Recovery(ctx context.Context, id string) (*Recovery, error)
 	if len(id) > 64 || !idPart(id) {
 		return nil, ErrRecoveryNotFound
 	}
-	m, err := d.rdb.HGetAll(ctx, d.keys.Recovery(id)).Result()
-	if err != nil {
+	scheduledSet, endedSet := d.keys.RecoverySets(id)
+	p := d.rdb.TxPipeline() // one slot: the recovery's keys share a tag
+	all := p.HGetAll(ctx, d.keys.Recovery(id))
+	scheduled, ended := p.SCard(ctx, scheduledSet), p.SCard(ctx, endedSet)
+	if _, err := p.Exec(ctx); err != nil {
 		return nil, fmt.Errorf("read recovery: %w", err)
 	}
+	m := all.Val()
 	if len(m) == 0 {
 		return nil, ErrRecoveryNotFound
 	}
@@ -162,40 +178,85 @@ func (d *Dispatcher) Recovery(ctx context.Context, id string) (*Recovery, error)
 		Status:     m[rcvStatus],
 		Error:      m[rcvError],
 		Scanned:    num(rcvScanned),
-		Scheduled:  num(rcvScheduled),
-		Done:       min(num(rcvDone), num(rcvScheduled)), // a page scheduled twice after a crash may count a delivery twice
+		Scheduled:  scheduled.Val(),
+		Done:       ended.Val(),
 		CreatedAt:  lifecycle.At(time.UnixMilli(num(rcvCreated))),
 	}
-	if r.Status == RecoveryDelivering && r.Done >= r.Scheduled {
-		r.Status = RecoveryDone
+	if r.Status == RecoveryDone || r.Status == RecoveryFailed { // the sets are gone, the counts kept
+		r.Scheduled, r.Done = num(rcvScheduled), num(rcvDone)
 	}
 	return r, nil
 }
 
+var (
+	//go:embed scripts/recovery.lua
+	recoveryLua    string
+	recoveryScript = redis.NewScript(recoveryLua)
+)
+
+// recoveryOp runs one operation of recovery.lua on recovery id.
+func (d *Dispatcher) recoveryOp(ctx context.Context, id string, args ...any) error {
+	scheduled, ended := d.keys.RecoverySets(id)
+	err := recoveryScript.Run(ctx, d.rdb, []string{d.keys.Recovery(id), scheduled, ended}, args...).Err()
+	if err != nil {
+		return fmt.Errorf("recovery %s: %v: %w", id, args[0], err)
+	}
+	return nil
+}
+
+// recoveryMember is how a recovery's sets name a delivery: short, and
+// without the session id.
+func recoveryMember(deliveryID string) string {
+	sum := sha256.Sum256([]byte(deliveryID))
+	return hex.EncodeToString(sum[:10])
+}
+
 // runRecovery is the handler of a recovery task: the walk, from where it
-// stopped. It stops early, to go on later, when the dispatcher shuts down.
+// stopped, for at most recoveryBudget. It stops early, to go on later,
+// when the dispatcher shuts down.
 func (d *Dispatcher) runRecovery(ctx context.Context, t *asynq.Task) error {
 	var p recoverPayload
 	if err := json.Unmarshal(t.Payload(), &p); err != nil || p.ID == "" {
 		return fmt.Errorf("malformed recovery task: %w", asynq.SkipRetry)
 	}
-	key := d.keys.Recovery(p.ID)
-	m, err := d.rdb.HGetAll(ctx, key).Result()
+	err := d.walk(ctx, p.ID)
+	var de *deferError
+	if err == nil || errors.As(err, &de) || errors.Is(err, asynq.SkipRetry) {
+		return err
+	}
+	retried, _ := asynq.GetRetryCount(ctx)
+	if limit, ok := asynq.GetMaxRetry(ctx); ok && retried >= limit {
+		if ferr := d.failRecovery(context.WithoutCancel(ctx), p.ID, "the walk kept failing: "+err.Error()); ferr != nil {
+			d.log.Warn("fail recovery", "recovery_id", p.ID, "err", ferr.Error())
+		}
+	}
+	return err
+}
+
+// walk goes on with recovery id's walk.
+func (d *Dispatcher) walk(ctx context.Context, id string) error {
+	m, err := d.rdb.HGetAll(ctx, d.keys.Recovery(id)).Result()
 	if err != nil {
-		return fmt.Errorf("read recovery %s: %w", p.ID, err)
+		return fmt.Errorf("read recovery %s: %w", id, err)
 	}
 	if len(m) == 0 || m[rcvStatus] != RecoveryRunning {
 		return nil // expired, or already walked
 	}
+	// This replica may not have seen a change made through another one
+	// yet (enabling the endpoint, say): look at the current version.
+	if err := d.reloadEndpoints(ctx, false); err != nil {
+		return err
+	}
 	ep := d.endpoints().endpoint(m[rcvEndpoint])
 	switch {
 	case ep == nil:
-		return d.failRecovery(ctx, p.ID, "the endpoint was deleted")
+		return d.failRecovery(ctx, id, "the endpoint was deleted")
 	case ep.disabledNow():
-		return d.failRecovery(ctx, p.ID, "the endpoint was disabled")
+		return d.failRecovery(ctx, id, "the endpoint was disabled")
 	}
 	since, _ := strconv.ParseInt(m[rcvSince], 10, 64)
-	until, _ := strconv.ParseInt(m[rcvUntil], 10, 64)
+	until := m[rcvUntil]
+	stopAt := time.Now().Add(recoveryBudget)
 	for sh := range keyspace.Shard(keyspace.Shards) {
 		pos := m[rcvPosition(sh)]
 		if pos == rcvEnd {
@@ -205,31 +266,30 @@ func (d *Dispatcher) runRecovery(ctx context.Context, t *asynq.Task) error {
 		if pos != "" {
 			start = "(" + pos
 		}
-		for {
+		for start != "" {
 			select {
 			case <-d.stopping.Done():
 				return &deferError{reason: "recovery interrupted by shutdown"}
 			default:
 			}
-			last, err := d.recoverPage(ctx, p.ID, ep, sh, start, strconv.FormatInt(until, 10))
+			if time.Now().After(stopAt) {
+				return &deferError{reason: "recovery goes on in its next run"}
+			}
+			next, err := d.recoverPage(ctx, id, ep, sh, start, until)
 			if err != nil {
 				if ctx.Err() != nil {
 					return &deferError{reason: "recovery interrupted"}
 				}
 				return err
 			}
-			if last == rcvEnd {
-				break
-			}
-			start = "(" + last
+			start = next
 		}
 	}
-	if err := d.rdb.HSet(ctx, key, rcvStatus, RecoveryDelivering).Err(); err != nil {
-		return fmt.Errorf("finish recovery %s: %w", p.ID, err)
+	if err := d.recoveryOp(ctx, id, "walked"); err != nil {
+		return err
 	}
-	r, err := d.Recovery(ctx, p.ID)
-	if err == nil {
-		d.log.Info("webhook recovery walked the feed", "recovery_id", p.ID, "endpoint_id", ep.id,
+	if r, err := d.Recovery(ctx, id); err == nil {
+		d.log.Info("webhook recovery walked the feed", "recovery_id", id, "endpoint_id", ep.id,
 			"scanned", r.Scanned, "scheduled", r.Scheduled)
 	}
 	return nil
@@ -237,16 +297,15 @@ func (d *Dispatcher) runRecovery(ctx context.Context, t *asynq.Task) error {
 
 // recoverPage walks one page of shard sh's outbox from start to end
 // (XRANGE bounds): it schedules the deliveries the endpoint lacks and
-// saves the position and counts. It returns the last entry walked, or
-// rcvEnd when the shard's window is done.
+// saves the position. It returns the next page's start, "" when the
+// shard's window is done.
 func (d *Dispatcher) recoverPage(ctx context.Context, rid string, ep *endpoint, sh keyspace.Shard, start, end string) (string, error) {
 	msgs, err := d.rdb.XRangeN(ctx, d.keys.Outbox(sh), start, end, recoveryPage).Result()
 	if err != nil {
 		return "", fmt.Errorf("recovery %s: read outbox: %w", rid, err)
 	}
-	key := d.keys.Recovery(rid)
 	if len(msgs) == 0 {
-		return rcvEnd, d.rdb.HSet(ctx, key, rcvPosition(sh), rcvEnd).Err()
+		return "", d.recoveryOp(ctx, rid, "page", rcvPosition(sh), rcvEnd, 0)
 	}
 	var events []*lifecycle.Event
 	for _, msg := range msgs {
@@ -259,78 +318,91 @@ func (d *Dispatcher) recoverPage(ctx context.Context, rid string, ep *endpoint, 
 			events = append(events, ev)
 		}
 	}
-	records := make([]*redis.StringCmd, len(events))
-	if len(events) > 0 {
-		pipe := d.rdb.Pipeline()
-		for i, ev := range events {
-			records[i] = pipe.HGet(ctx, d.keys.Deliveries(sh, ev.SessionID), recordField(ev.ID, ep.id))
+	due, err := d.lacking(ctx, sh, ep.id, events)
+	if err != nil {
+		return "", fmt.Errorf("recovery %s: %w", rid, err)
+	}
+	if len(due) > 0 {
+		members := make([]any, 0, len(due)+1)
+		members = append(members, "schedule")
+		for _, l := range due {
+			members = append(members, recoveryMember(l.id))
 		}
-		if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-			return "", fmt.Errorf("recovery %s: read deliveries: %w", rid, err)
+		if err := d.recoveryOp(ctx, rid, members...); err != nil {
+			return "", err
 		}
 	}
-	scheduled := 0
-	for i, ev := range events {
-		base, ok := recoverable(ev, ep.id, records[i])
-		if !ok {
-			continue
+	for _, l := range due {
+		p := &taskPayload{Delivery: l.id, Cursor: l.ev.Cursor, Base: l.attempts, Recovery: rid}
+		if err := d.enqueue(ctx, l.ev, rid+":"+l.id, p, 0, d.schedule.retries()+1); err != nil {
+			return "", fmt.Errorf("recovery %s: schedule %s: %w", rid, l.id, err)
 		}
-		id := deliveryID(ev.SessionID, ev.ID, ep.id)
-		p := &taskPayload{Delivery: id, Cursor: ev.Cursor, Base: base, Recovery: rid}
-		if err := d.enqueue(ctx, ev, rid+":"+id, p, 0, d.schedule.retries()+1); err != nil {
-			return "", fmt.Errorf("recovery %s: schedule %s: %w", rid, id, err)
-		}
-		scheduled++
 	}
 	last := msgs[len(msgs)-1].ID
-	_, err = d.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.HSet(ctx, key, rcvPosition(sh), last)
-		p.HIncrBy(ctx, key, rcvScanned, int64(len(msgs)))
-		p.HIncrBy(ctx, key, rcvScheduled, int64(scheduled))
-		return nil
-	})
-	if err != nil {
-		return "", fmt.Errorf("recovery %s: save position: %w", rid, err)
-	}
+	next := "(" + last
 	if len(msgs) < recoveryPage {
-		return rcvEnd, d.rdb.HSet(ctx, key, rcvPosition(sh), rcvEnd).Err()
+		last, next = rcvEnd, ""
 	}
-	return last, nil
+	return next, d.recoveryOp(ctx, rid, "page", rcvPosition(sh), last, len(msgs))
 }
 
-// recoverable reports whether a recovery schedules the delivery of ev to
-// endpoint epID, given its record (a redis.Nil error: none), and the
-// attempts it made so far. A delivery without a record is scheduled
-// (the endpoint was disabled, or did not exist, when the event came); a
-// dead one is; one that succeeded, or is pending or failed (its retry is
-// scheduled), is not.
-func recoverable(ev *lifecycle.Event, epID string, rec *redis.StringCmd) (base int, ok bool) {
-	v, err := rec.Result()
-	if errors.Is(err, redis.Nil) {
-		return 0, true
+// lack is a delivery a recovery schedules: its event, its id, and the
+// attempts made so far.
+type lack struct {
+	ev       *lifecycle.Event
+	id       string
+	attempts int
+}
+
+// lacking returns the deliveries of events to endpoint epID that a
+// recovery schedules: those without a record (the endpoint was disabled,
+// or did not exist, when the event came) and the dead ones; not those
+// that succeeded or are pending or failed (their retry is scheduled), nor
+// those of a purged session. Every read's error counts: a page is never
+// passed over on a partial answer.
+func (d *Dispatcher) lacking(ctx context.Context, sh keyspace.Shard, epID string, events []*lifecycle.Event) ([]lack, error) {
+	if len(events) == 0 {
+		return nil, nil
 	}
-	if err != nil {
-		return 0, false
+	pipe := d.rdb.Pipeline()
+	records := make([]*redis.StringCmd, len(events))
+	alive := make([]*redis.IntCmd, len(events))
+	for i, ev := range events {
+		records[i] = pipe.HGet(ctx, d.keys.Deliveries(sh, ev.SessionID), recordField(ev.ID, epID))
+		alive[i] = pipe.Exists(ctx, d.keys.Session(sh, ev.SessionID))
 	}
-	dl, sum, err := parseRecord(ev.SessionID, recordField(ev.ID, epID), v)
-	if err != nil || sum.Status != StatusDead {
-		return 0, false
+	_, _ = pipe.Exec(ctx) // each command's error is looked at below
+	var out []lack
+	for i, ev := range events {
+		v, err := records[i].Result()
+		if err != nil && !errors.Is(err, redis.Nil) {
+			return nil, fmt.Errorf("read delivery record: %w", err)
+		}
+		n, aerr := alive[i].Result()
+		if aerr != nil {
+			return nil, fmt.Errorf("read session: %w", aerr)
+		}
+		if n == 0 {
+			continue // purged: nothing is sent about it
+		}
+		id := deliveryID(ev.SessionID, ev.ID, epID)
+		if errors.Is(err, redis.Nil) {
+			out = append(out, lack{ev: ev, id: id})
+			continue
+		}
+		dl, sum, perr := parseRecord(ev.SessionID, recordField(ev.ID, epID), v)
+		if perr == nil && sum.Status == StatusDead {
+			out = append(out, lack{ev: ev, id: id, attempts: dl.lastAttempt()})
+		}
 	}
-	return dl.lastAttempt(), true
+	return out, nil
 }
 
 // failRecovery ends a recovery that cannot go on.
 func (d *Dispatcher) failRecovery(ctx context.Context, id, why string) error {
 	d.log.Warn("webhook recovery failed", "recovery_id", id, "err", why)
-	if err := d.rdb.HSet(ctx, d.keys.Recovery(id), rcvStatus, RecoveryFailed, rcvError, why).Err(); err != nil {
-		return err
-	}
-	return nil
+	return d.recoveryOp(ctx, id, "fail", why)
 }
-
-// countDoneScript adds one to a field of a recovery's hash, unless the
-// hash expired (a bare HINCRBY would make a new one without a time to live).
-var countDoneScript = redis.NewScript(`if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('HINCRBY', KEYS[1], ARGV[1], 1) end return 0`)
 
 // recoveryDelivered counts a delivery that a recovery scheduled done,
 // once it has ended.
@@ -338,8 +410,7 @@ func (d *Dispatcher) recoveryDelivered(ctx context.Context, p *taskPayload) {
 	if p.Recovery == "" {
 		return
 	}
-	err := countDoneScript.Run(context.WithoutCancel(ctx), d.rdb, []string{d.keys.Recovery(p.Recovery)}, rcvDone).Err()
-	if err != nil && !errors.Is(err, redis.Nil) {
+	if err := d.recoveryOp(context.WithoutCancel(ctx), p.Recovery, "done", recoveryMember(p.Delivery)); err != nil {
 		d.log.Warn("count recovery delivery", "recovery_id", p.Recovery, "err", err.Error())
 	}
 }

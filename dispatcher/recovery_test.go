@@ -52,7 +52,7 @@ func TestRecoveryResumesFromItsPosition(t *testing.T) {
 		}
 		rid := "rcv_resume" + strconv.Itoa(int(time.Now().UnixNano()%1e6))
 		fields := []any{rcvEndpoint, ep.ID, rcvSince, since.UnixMilli(), rcvUntil, e.clock.Now().Add(time.Minute).UnixMilli(),
-			rcvStatus, RecoveryRunning, rcvScheduled, 0, rcvDone, 0, rcvCreated, e.clock.Now().UnixMilli()}
+			rcvStatus, RecoveryRunning, rcvCreated, e.clock.Now().UnixMilli()}
 		walked := map[string]bool{}
 		for sh, evs := range byShard {
 			slices.SortFunc(evs, func(a, b *lifecycle.Event) int {
@@ -165,5 +165,63 @@ func TestTestEventTouchesNoSession(t *testing.T) {
 		if _, err := e.d.TestEndpoint(e.ctx, "nope", ""); err != ErrEndpointNotFound {
 			t.Errorf("a test of an unknown endpoint: %v, want ErrEndpointNotFound", err)
 		}
+	})
+}
+
+// TestTasksSeeChangesMadeElsewhere: the replica that runs a test event's
+// or a recovery's task has not polled the change that made them possible
+// (a new endpoint, one enabled again): it looks at the current version
+// instead of giving up.
+func TestTasksSeeChangesMadeElsewhere(t *testing.T) {
+	redistest.ForEachTopology(t, func(t *testing.T, tg redistest.Target) {
+		rv := newReceiver(t)
+		e := newEnv(t, tg, testConfig())  // e.d runs every task
+		api := e.dispatcher(testConfig()) // takes the admin API's calls; never started
+		for i := range 3 {
+			ep, err := api.CreateEndpoint(e.ctx, EndpointSpec{URL: rv.url(), Events: []string{"session.created"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			dl, err := api.TestEndpoint(e.ctx, ep.ID, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			rv.waitN(dl.EventID, 1, 10*time.Second)
+			waitFor(t, 5*time.Second, "test delivery "+strconv.Itoa(i)+" succeeded", func() bool {
+				d, ok := e.delivery(dl.SessionID, dl.ID)
+				return ok && d.Status == StatusSucceeded
+			})
+		}
+
+		ep, err := api.CreateEndpoint(e.ctx, EndpointSpec{URL: rv.url(), Events: []string{"session.created"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		off, on := true, false
+		if _, err := api.UpdateEndpoint(e.ctx, ep.ID, EndpointPatch{Disabled: &off}); err != nil {
+			t.Fatal(err)
+		}
+		// e.d routes the next event without the endpoint: it polled.
+		waitFor(t, 5*time.Second, "the runner to see the endpoint disabled", func() bool { return e.d.EndpointDisabled(ep.ID) })
+		since := e.clock.Now().Add(-time.Second)
+		id := e.create("elsewhere")
+		e.waitRelayed(id)
+		if _, err := api.UpdateEndpoint(e.ctx, ep.ID, EndpointPatch{Disabled: &on}); err != nil {
+			t.Fatal(err)
+		}
+		rec, err := api.Recover(e.ctx, ep.ID, since, time.Time{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, 10*time.Second, "the recovery ended", func() bool {
+			if rec, err = api.Recovery(e.ctx, rec.ID); err != nil {
+				t.Fatal(err)
+			}
+			return rec.Status == RecoveryDone || rec.Status == RecoveryFailed
+		})
+		if rec.Status != RecoveryDone || rec.Scheduled != 1 || rec.Done != 1 {
+			t.Fatalf("recovery %+v: want done with the one missed event", rec)
+		}
+		rv.waitN(e.event(id, "session.created").ID, 1, 5*time.Second)
 	})
 }

@@ -8,6 +8,8 @@ package keyspace
 //	<ns>:{<tag>}:ep:disabled   hash    endpoint id -> why and when a 410 disabled it (JSON)
 //	<ns>:{<tag>}:ep:gone       hash    endpoint id -> when it was deleted (unix ms): its deliveries are dropped
 //	<ns>:{<tag>}:rcv:<id>      hash    a recovery: its window, position and counts
+//	<ns>:{<tag>}:rcv:<id>:s    set     the deliveries it scheduled (until it is done)
+//	<ns>:{<tag>}:rcv:<id>:d    set     of those, the ones that ended
 //
 // The endpoints live as long as they are not deleted (they are the
 // configuration, not data); ep:gone and the recoveries expire with the
@@ -30,3 +32,10 @@ func (s Space) EndpointsGone() string { return s.shardPrefix(endpointShard) + "e
 
 // Recovery is the state of recovery id.
 func (s Space) Recovery(id string) string { return s.shardPrefix(endpointShard) + "rcv:" + id }
+
+// RecoverySets are the sets of the deliveries recovery id scheduled, and
+// of those that ended.
+func (s Space) RecoverySets(id string) (scheduled, ended string) {
+	k := s.Recovery(id)
+	return k + ":s", k + ":d"
+}
