@@ -153,12 +153,13 @@ type route struct {
 	pattern string
 	body    bool // the route takes a JSON request body
 	nonce   int  // how its nonce is spent: nonceDirect or nonceInOp
+	v2Only  bool // the route refuses the legacy scheme
 	h       handlerFunc
 }
 
 // handle registers an authenticated /v1 route.
-func (a *API) handle(pattern string, body bool, nonce int, h handlerFunc) {
-	rt := &route{pattern: pattern, body: body, nonce: nonce, h: h}
+func (a *API) handle(pattern string, body bool, nonce int, v2only bool, h handlerFunc) {
+	rt := &route{pattern: pattern, body: body, nonce: nonce, v2Only: v2only, h: h}
 	a.patterns = append(a.patterns, pattern)
 	a.v1.Handle(pattern, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ar, err := a.authenticate(w, r, rt)

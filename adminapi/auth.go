@@ -63,6 +63,10 @@ var (
 	errTimestamp  = &Error{Status: http.StatusUnauthorized, Code: CodeTimestamp,
 		Message: "X-TIMESTAMP is missing or more than 300 seconds from the server's clock."}
 	errReplayed = &Error{Status: http.StatusUnauthorized, Code: CodeReplayed, Message: "Request replayed: this X-NONCE was already used."}
+	// errV2Only refuses a legacy-signed request on a route that takes only
+	// v2. It is the answer for any key, so keys cannot be probed with it.
+	errV2Only = &Error{Status: http.StatusUnauthorized, Code: CodeAuthFailed,
+		Message: "The endpoint and recovery routes need the v2 signature scheme: a legacy signature could be moved from one route to another."}
 )
 
 type ctxKey int
@@ -90,11 +94,17 @@ func bodyOf(r *http.Request) []byte {
 // headers' shape are checked before the body is read, so an unknown key
 // costs no body. The scheme follows the request's shape (a v2 request
 // carries X-TIMESTAMP), not the key, so that the answer for an unknown
-// key is the same as for a known one with a bad signature.
+// key is the same as for a known one with a bad signature; a route that
+// takes only v2 refuses a legacy-shaped request before the key is looked
+// up, for the same reason.
 func (a *API) authenticate(w http.ResponseWriter, r *http.Request, rt *route) (*http.Request, error) {
 	key := r.Header.Get(signing.HeaderAuthClient)
 	if key == "" {
 		return nil, errMissingKey
+	}
+	v2 := r.Header.Get(signing.HeaderRequestTimestamp) != ""
+	if !v2 && rt.v2Only {
+		return nil, errV2Only
 	}
 	c := a.clients[key]
 	var (
@@ -102,7 +112,7 @@ func (a *API) authenticate(w http.ResponseWriter, r *http.Request, rt *route) (*
 		err  error
 	)
 	nonce := ""
-	if r.Header.Get(signing.HeaderRequestTimestamp) != "" {
+	if v2 {
 		body, nonce, err = a.verifyV2(w, r, c, rt)
 	} else {
 		body, err = a.verifyLegacy(w, r, c, rt)

@@ -81,13 +81,9 @@ func (a *API) handleRotateSecret(w http.ResponseWriter, r *http.Request) error {
 	if err := decodeOptionalJSON(r, &req); err != nil {
 		return err
 	}
-	var overlap time.Duration
-	if req.Overlap != "" {
-		d, err := time.ParseDuration(req.Overlap)
-		if err != nil || d <= 0 {
-			return badRequest(`overlap: want a positive Go duration such as "24h"`)
-		}
-		overlap = d
+	overlap, err := dispatcher.ParseOverlap(req.Overlap) // "" is the default, 24h
+	if err != nil {
+		return err
 	}
 	ep, err := a.disp.RotateEndpointSecret(r.Context(), r.PathValue("id"), overlap)
 	if err != nil {

@@ -83,6 +83,9 @@ func errorFor(err error) *Error {
 		return &Error{Status: http.StatusConflict, Code: CodeConflict, Message: "The endpoint is disabled: enable it first."}
 	case errors.Is(err, dispatcher.ErrTooManyEndpoints):
 		return &Error{Status: http.StatusConflict, Code: CodeConflict, Message: "Too many endpoints: " + err.Error() + "."}
+	case errors.Is(err, dispatcher.ErrEndpointsBusy):
+		return &Error{Status: http.StatusServiceUnavailable, Code: codeInternal, RetryAfter: time.Second, Err: err,
+			Message: "Endpoints are busy with other changes, retry."}
 	case errors.Is(err, lifecycle.ErrSessionInProgress):
 		return &Error{Status: http.StatusBadRequest, Code: CodeSessionInProgress, Message: "Session in progress."}
 	case errors.Is(err, lifecycle.ErrNotCompleted):

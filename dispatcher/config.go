@@ -8,6 +8,8 @@ import (
 	"net/netip"
 	"net/url"
 	"slices"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -43,7 +45,9 @@ type Config struct {
 	// replays in flight (Asynq's workers); default Concurrency/4.
 	RetryConcurrency int
 	// EndpointConcurrency caps one endpoint's deliveries in flight per
-	// process; default Concurrency/2, or Concurrency with one endpoint.
+	// process; default Concurrency/2 (at least 1), however many endpoints
+	// are configured: endpoints added through the admin API get the same
+	// cap, so no single slow endpoint can hold every worker.
 	EndpointConcurrency int
 	// BreakerThreshold and BreakerPeriod: an endpoint's circuit breaker
 	// opens once every attempt has been unhealthy (no answer, 5xx or 429)
@@ -167,12 +171,7 @@ func (c *Config) setDefaults() {
 	}
 	num(&c.Concurrency, defaultConcurrency)
 	num(&c.RetryConcurrency, max(1, c.Concurrency/4))
-	if c.EndpointConcurrency <= 0 {
-		c.EndpointConcurrency = max(1, c.Concurrency/2)
-		if len(c.Endpoints) == 1 {
-			c.EndpointConcurrency = c.Concurrency
-		}
-	}
+	num(&c.EndpointConcurrency, max(1, c.Concurrency/2))
 	num(&c.BreakerThreshold, defaultBreakerThreshold)
 	dur(&c.BreakerPeriod, defaultBreakerPeriod)
 	dur(&c.BreakerCooldown, defaultBreakerCooldown)
@@ -245,14 +244,15 @@ func newEndpoint(ep Endpoint, cfg *Config) (*endpoint, error) {
 	if !validEndpointID(ep.ID) {
 		return nil, fmt.Errorf("endpoint %q: id must be 1 to 64 of [a-z0-9_-]", ep.ID)
 	}
-	u, err := url.Parse(ep.URL)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("endpoint %s: url must be an absolute http or https URL", ep.ID)
+	u, ok := parseEndpointURL(ep.URL)
+	if !ok {
+		return nil, fmt.Errorf("endpoint %s: url must be an absolute http or https URL with a host name and a port from 1 to 65535 if any", ep.ID)
 	}
 	if len(ep.Secrets) == 0 {
 		return nil, fmt.Errorf("endpoint %s: no secrets", ep.ID)
 	}
 	keys := make([]signing.Key, len(ep.Secrets))
+	var err error
 	for i, s := range ep.Secrets {
 		if keys[i], err = signing.ParseKey(s); err != nil {
 			return nil, fmt.Errorf("endpoint %s: secret %d: %w", ep.ID, i+1, err)
@@ -281,6 +281,29 @@ func newEndpoint(ep Endpoint, cfg *Config) (*endpoint, error) {
 		}
 	}
 	return e, nil
+}
+
+// parseEndpointURL parses an endpoint's URL, from the configuration or the
+// admin API: an absolute http or https URL with a host name, a port from
+// 1 to 65535 if it has one, and a user name if it has user information.
+// Callers' errors never quote it: it may hold a password.
+func parseEndpointURL(raw string) (*url.URL, bool) {
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Opaque != "" || u.Hostname() == "" {
+		return nil, false
+	}
+	if strings.HasSuffix(u.Host, ":") { // a colon without a port
+		return nil, false
+	}
+	if p := u.Port(); p != "" {
+		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+			return nil, false
+		}
+	}
+	if u.User != nil && u.User.Username() == "" { // "http://@host/", "http://:pw@host/"
+		return nil, false
+	}
+	return u, true
 }
 
 // validEndpointID reports whether id is 1 to 64 of [a-z0-9_-].

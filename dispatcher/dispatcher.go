@@ -46,6 +46,7 @@ type Dispatcher struct {
 	// holds the API's: nothing is delivered before.
 	configured []*endpoint
 	reg        atomic.Pointer[registry]
+	reloadMu   sync.Mutex // serialises reloads of reg: it never goes back
 	ready      chan struct{}
 	readyOnce  sync.Once
 

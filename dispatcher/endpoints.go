@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"net/url"
 	"slices"
 	"strings"
 	"time"
@@ -27,6 +26,11 @@ import (
 // every endpointPoll and reloads on a change, so a change made through
 // any replica reaches every other within a second. The replica that made
 // the change reloads at once.
+//
+// Reloads are serialised (Dispatcher.reloadMu): each reads Redis after the one
+// before it stored its registry, so the stored registry never goes back
+// to an older ep:ver, and only the build that is stored touches the
+// endpoints it shares with the registry it replaces (their 410 marks).
 
 // Endpoint sources, as the admin API shows them.
 const (
@@ -43,7 +47,8 @@ const (
 	maxHeaderNameLen   = 64
 	maxHeaderValueLen  = 1024
 	defaultOverlap     = 24 * time.Hour
-	maxOverlap         = 30 * 24 * time.Hour
+	maxOverlap         = 720 * time.Hour
+	maxPrevious        = 2 // previous secrets kept signing after a rotation
 	endpointPoll       = 500 * time.Millisecond
 	endpointIDPrefix   = "ep_"
 	endpointIDRandomHi = 8 // random bytes of an API endpoint's id
@@ -59,6 +64,9 @@ var (
 	ErrEndpointDisabled = errors.New("endpoint is disabled: enable it first")
 	// ErrTooManyEndpoints refuses a create past maxAPIEndpoints.
 	ErrTooManyEndpoints = fmt.Errorf("at most %d endpoints can be managed through the API", maxAPIEndpoints)
+	// ErrEndpointsBusy is a change that lost its optimistic transaction
+	// to other changes maxChangeAttempts times in a row: retry it.
+	ErrEndpointsBusy = errors.New("endpoints are busy: retry")
 )
 
 // InvalidEndpointError is a create or change the contract refuses (400).
@@ -121,7 +129,8 @@ type storedEndpoint struct {
 }
 
 // storedSecret is one signing secret; Until (unix ms) ends a previous
-// secret's overlap after a rotation, 0 for the current one.
+// secret's overlap after a rotation, 0 for the current one. An endpoint's
+// secrets are stored current first, then the previous ones newest first.
 type storedSecret struct {
 	Secret string `json:"s"`
 	Until  int64  `json:"u,omitempty"`
@@ -146,6 +155,7 @@ type registry struct {
 	version string           // ep:ver when loaded
 	expires time.Time        // the next end of a secret's overlap (zero: none)
 	stored  map[string]int64 // API endpoints' updated_at, to keep unchanged ones
+	marked  map[string]bool  // endpoints a 410 disabled, set on them by the swap
 }
 
 // endpoint returns the endpoint with id, nil if there is none.
@@ -156,11 +166,14 @@ func (d *Dispatcher) endpoints() *registry { return d.reg.Load() }
 
 // reloadEndpoints reads the version counter and, when it moved or a
 // secret's overlap ended, the endpoints and their marks, and swaps the
-// registry. force reloads whatever the version.
+// registry. force reloads whatever the version. Reloads run one at a
+// time: a registry read from Redis is never replaced by one read before.
 func (d *Dispatcher) reloadEndpoints(ctx context.Context, force bool) error {
+	d.reloadMu.Lock()
+	defer d.reloadMu.Unlock()
 	cur := d.reg.Load()
 	k := d.keys
-	if !force && cur != nil {
+	if !force {
 		ver, err := d.rdb.Get(ctx, k.EndpointsVersion()).Result()
 		if err != nil && !errors.Is(err, redis.Nil) {
 			return fmt.Errorf("read endpoints version: %w", err)
@@ -181,14 +194,36 @@ func (d *Dispatcher) reloadEndpoints(ctx context.Context, force bool) error {
 	if err != nil {
 		return err
 	}
-	d.reg.Store(next)
+	d.swap(cur, next)
 	d.endpointsLoaded()
 	return nil
 }
 
+// swap stores next in place of cur; the reload lock is held. It sets the
+// 410 marks next read on its endpoints first (fresh ones are not visible
+// yet; shared ones are the same endpoints either way), then tells the
+// metrics of the endpoints that went and of the breakers that were
+// replaced while open, on every replica alike.
+func (d *Dispatcher) swap(cur, next *registry) {
+	for _, ep := range next.order {
+		ep.marked.Store(next.marked[ep.id])
+	}
+	d.reg.Store(next)
+	for id, old := range cur.byID {
+		ep := next.byID[id]
+		switch {
+		case ep == nil:
+			d.cfg.Metrics.ForgetEndpoint(id)
+		case ep.breaker != old.breaker && old.breaker.isOpen():
+			d.cfg.Metrics.SetCircuit(id, false)
+		}
+	}
+}
+
 // buildRegistry makes the registry from what Redis holds, keeping the
 // endpoint objects (their breaker and concurrency state) of cur for the
-// endpoints that did not change.
+// endpoints that did not change. It changes nothing that cur's endpoints
+// hold: the 410 marks it read are set by swap.
 func (d *Dispatcher) buildRegistry(cur *registry, version string, api, marks map[string]string, gone []string) (*registry, error) {
 	now := d.now()
 	next := &registry{
@@ -196,6 +231,7 @@ func (d *Dispatcher) buildRegistry(cur *registry, version string, api, marks map
 		gone:    make(map[string]bool, len(gone)),
 		version: version,
 		stored:  make(map[string]int64, len(api)),
+		marked:  make(map[string]bool, len(marks)),
 	}
 	for _, id := range gone {
 		next.gone[id] = true
@@ -243,8 +279,13 @@ func (d *Dispatcher) buildRegistry(cur *registry, version string, api, marks map
 				d.log.Error("skipping endpoint", "endpoint_id", s.ID, "err", err.Error())
 				continue
 			}
-			if old != nil { // keep its health and concurrency state
-				built.breaker, built.limit = old.breaker, old.limit
+			if old != nil {
+				// Keep its concurrency state, and its health while it
+				// still names the same URL: a new URL starts closed.
+				built.limit = old.limit
+				if old.urlHash == built.urlHash {
+					built.breaker = old.breaker
+				}
 			}
 			ep = built
 		}
@@ -253,11 +294,9 @@ func (d *Dispatcher) buildRegistry(cur *registry, version string, api, marks map
 	}
 	for _, ep := range next.order {
 		var m disabledMark
-		marked := false
-		if js, ok := marks[ep.id]; ok && json.Unmarshal([]byte(js), &m) == nil {
-			marked = m.URLHash == ep.urlHash
+		if js, ok := marks[ep.id]; ok && json.Unmarshal([]byte(js), &m) == nil && m.URLHash == ep.urlHash {
+			next.marked[ep.id] = true
 		}
-		ep.marked.Store(marked)
 	}
 	return next, nil
 }
@@ -467,23 +506,47 @@ func (d *Dispatcher) DeleteEndpoint(ctx context.Context, id string) error {
 		return err
 	}
 	d.log.Info("webhook endpoint deleted", "endpoint_id", id)
-	d.cfg.Metrics.ForgetEndpoint(id)
+	// The swap forgets its metrics, here now and on the other replicas
+	// at their next reload.
+	if err := d.reloadEndpoints(ctx, true); err != nil {
+		d.log.Warn("reload endpoints after a delete; the next poll does", "endpoint_id", id, "err", err.Error())
+	}
 	go d.dropEndpointTasks(context.WithoutCancel(ctx), id)
 	return nil
 }
 
+// errOverlap refuses a rotation's overlap; ParseOverlap and
+// RotateEndpointSecret say the same.
+var errOverlap = &InvalidEndpointError{`overlap: want a positive duration of at most 720h, such as "24h" (leave it out for the default, 24h)`}
+
+// ParseOverlap parses a rotation's overlap as the admin API takes it: ""
+// is 0, the default; otherwise a Go duration above 0 and at most 720h
+// (an *InvalidEndpointError if not: "0s" too).
+func ParseOverlap(s string) (time.Duration, error) {
+	if s == "" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d <= 0 || d > maxOverlap {
+		return 0, errOverlap
+	}
+	return d, nil
+}
+
 // RotateEndpointSecret gives an endpoint of the API a new secret, shown in
 // the answer. The previous ones keep signing beside it (a second v1 entry)
-// until overlap has passed; 0 means the default, 24h.
+// until overlap has passed: at most 720h; 0 means the default, 24h. The
+// maxPrevious newest previous secrets still in their overlap are kept
+// (at most three v1 entries); older ones stop signing at once.
 func (d *Dispatcher) RotateEndpointSecret(ctx context.Context, id string, overlap time.Duration) (*EndpointInfo, error) {
-	if err := d.refuseConfig(ctx, id); err != nil {
-		return nil, err
-	}
 	switch {
 	case overlap < 0 || overlap > maxOverlap:
-		return nil, invalidf("overlap: want a duration from 0s to %s", maxOverlap)
+		return nil, errOverlap
 	case overlap == 0:
 		overlap = defaultOverlap
+	}
+	if err := d.refuseConfig(ctx, id); err != nil {
+		return nil, err
 	}
 	secret := signing.GenerateSecret()
 	err := d.changeEndpoints(ctx, func(api map[string]string) (map[string]*storedEndpoint, error) {
@@ -494,8 +557,9 @@ func (d *Dispatcher) RotateEndpointSecret(ctx context.Context, id string, overla
 		now := d.now()
 		until := now.Add(overlap).UnixMilli()
 		kept := []storedSecret{{Secret: secret}}
-		for _, sec := range s.Secrets {
+		for _, sec := range s.Secrets { // current first, then newest first
 			switch {
+			case len(kept) > maxPrevious:
 			case sec.Until == 0:
 				kept = append(kept, storedSecret{Secret: sec.Secret, Until: until})
 			case now.UnixMilli() < sec.Until:
@@ -598,7 +662,7 @@ func (d *Dispatcher) changeEndpoints(ctx context.Context, change func(api map[st
 			return err
 		}
 	}
-	return errors.New("endpoints are busy: retry")
+	return ErrEndpointsBusy
 }
 
 // newEndpointID is ep_ and 16 random hex digits.
@@ -613,9 +677,8 @@ func validateEndpoint(s *storedEndpoint) error {
 	if len(s.URL) > maxURLLen {
 		return invalidf("url: at most %d characters", maxURLLen)
 	}
-	u, err := url.Parse(s.URL)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Fragment != "" {
-		return invalidf("url: want an absolute http or https URL without a fragment")
+	if u, ok := parseEndpointURL(s.URL); !ok || u.Fragment != "" {
+		return invalidf("url: want an absolute http or https URL with a host name, a port from 1 to 65535 if any, and no fragment")
 	}
 	if len(s.Description) > maxDescriptionLen || !printable(s.Description, true) {
 		return invalidf("description: at most %d printable characters", maxDescriptionLen)

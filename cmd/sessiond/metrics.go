@@ -31,6 +31,7 @@ import (
 //
 //	dispatcher: ObserveAttempt(endpoint, outcome string, sinceEvent time.Duration)
 //	            SetCircuit(endpoint string, open bool)
+//	            ForgetEndpoint(endpoint string)
 //
 // lifecycle.Config.Observer takes *Metrics as it is (Transitioned and
 // ObserveExpiryLag: the lifecycle sees every expiry commit, whichever path
@@ -174,7 +175,9 @@ func (m *Metrics) SetCircuit(endpoint string, open bool) {
 }
 
 // ForgetEndpoint drops the series of an endpoint deleted through the admin
-// API, so a deleted endpoint does not linger in every scrape.
+// API, so a deleted endpoint does not linger in every scrape. Every replica
+// calls it when its endpoint registry loses the endpoint, not only the one
+// that served the delete.
 func (m *Metrics) ForgetEndpoint(endpoint string) {
 	if m == nil {
 		return

@@ -14,6 +14,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/sessiond/sessiond/dispatcher"
 	"github.com/sessiond/sessiond/internal/keyspace"
 	"github.com/sessiond/sessiond/internal/redisconn"
 	"github.com/sessiond/sessiond/internal/redistest"
@@ -121,21 +122,32 @@ func TestMetricsInstruments(t *testing.T) {
 		t.Errorf("circuit_open{crm} after close = %v, want 0", v)
 	}
 
+	// A forgotten endpoint has no series left.
+	m.ForgetEndpoint("crm")
+	for _, tc := range []struct{ name, labels string }{
+		{"sessiond_webhook_attempts_total", "endpoint=crm,outcome=success"},
+		{"sessiond_webhook_attempts_total", "endpoint=crm,outcome=error"},
+		{"sessiond_webhook_delivery_seconds", "endpoint=crm"},
+		{"sessiond_webhook_circuit_open", "endpoint=crm"},
+	} {
+		if got := gather(t, reg, tc.name, tc.labels); got != nil {
+			t.Errorf("%s{%s} after ForgetEndpoint = %v, want no series", tc.name, tc.labels, got)
+		}
+	}
+
 	// A nil *Metrics records nothing and does not panic.
 	var none *Metrics
 	none.ObserveAttempt("x", OutcomeSuccess, time.Second)
 	none.ObserveExpiryLag(time.Second)
 	none.SetCircuit("x", true)
+	none.ForgetEndpoint("x")
 	none.Transitioned("", lifecycle.StatusCreated)
 }
 
 // The interfaces the scheduler and dispatcher are to declare; *Metrics
 // must keep satisfying them.
 var (
-	_ interface {
-		ObserveAttempt(endpoint, outcome string, sinceEvent time.Duration)
-		SetCircuit(endpoint string, open bool)
-	} = (*Metrics)(nil)
+	_ dispatcher.Metrics                             = (*Metrics)(nil)
 	_ interface{ ObserveExpiryLag(d time.Duration) } = (*Metrics)(nil)
 	_ lifecycle.Observer                             = (*Metrics)(nil)
 )
