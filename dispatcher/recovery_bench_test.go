@@ -1,9 +1,12 @@
 package dispatcher
 
 import (
+	"cmp"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"slices"
 	"strconv"
 	"sync/atomic"
 	"testing"
@@ -132,7 +135,15 @@ func runRecoveryBench(b *testing.B, n int) {
 	b.ReportMetric(delivered.Seconds(), "deliver_s")
 	b.ReportMetric(float64(worst.Duration.Microseconds())/1000, "max_cmd_ms")
 	b.ReportMetric(float64(len(slow)), "cmds_over_1ms")
-	if len(worst.Args) > 0 {
-		b.Logf("longest command: %v (%v)", worst.Args[0], worst.Duration)
+	names := map[string]string{recoveryScript.Hash(): "recovery.lua", recordScript.Hash(): "record.lua",
+		replayScript.Hash(): "replay.lua", requeueScript.Hash(): "requeue.lua"}
+	slices.SortFunc(slow, func(a, b redis.SlowLog) int { return int(b.Duration - a.Duration) })
+	for _, s := range slow[:min(3, len(slow))] {
+		what := fmt.Sprint(s.Args)
+		if len(s.Args) > 1 {
+			sha := fmt.Sprint(s.Args[1])
+			what = fmt.Sprint(s.Args[0]) + " " + cmp.Or(names[sha], "an Asynq script "+sha)
+		}
+		b.Logf("slow command: %s (%v)", what, s.Duration)
 	}
 }

@@ -30,7 +30,7 @@ local function settle(status, why)
   local s, d = redis.call('SCARD', KEYS[2]), redis.call('SCARD', KEYS[3])
   redis.call('HSET', KEYS[1], 'status', status, 'scheduled', s, 'done', d)
   if why then redis.call('HSET', KEYS[1], 'err', why) end
-  redis.call('DEL', KEYS[2], KEYS[3])
+  redis.call('UNLINK', KEYS[2], KEYS[3]) -- a large set is freed off the main thread
 end
 
 local function complete()
