@@ -34,18 +34,23 @@ type rawOps struct {
 }
 
 // measureRawOps runs `redis-benchmark -t set,get -n ops -c 50 --csv` on addr
-// when redis-benchmark is installed, else the same load from Go: 50
-// connections, one command per round trip, no pipelining.
-func measureRawOps(ctx context.Context, addr string, ops int) (set, get rawOps, err error) {
+// (with --cluster on a cluster, addr one of its nodes) when
+// redis-benchmark is installed and addr is known, else the same load from
+// Go through rdb: 50 connections, one command per round trip, no
+// pipelining.
+func measureRawOps(ctx context.Context, rdb redis.UniversalClient, addr string, cluster bool, ops int) (set, get rawOps, err error) {
 	const clients = 50
-	if bin, lerr := exec.LookPath("redis-benchmark"); lerr == nil {
+	if bin, lerr := exec.LookPath("redis-benchmark"); lerr == nil && addr != "" {
 		host, port, _ := net.SplitHostPort(addr)
-		out, err := exec.CommandContext(ctx, bin, "-h", host, "-p", port, "-c", strconv.Itoa(clients),
-			"-n", strconv.Itoa(ops), "-t", "set,get", "-q", "--csv").Output()
+		args := []string{"-h", host, "-p", port, "-c", strconv.Itoa(clients), "-n", strconv.Itoa(ops), "-t", "set,get", "-q", "--csv"}
+		if cluster {
+			args = append(args, "--cluster")
+		}
+		out, err := exec.CommandContext(ctx, bin, args...).Output()
 		if err != nil {
 			return set, get, fmt.Errorf("redis-benchmark: %w", err)
 		}
-		recs, err := csv.NewReader(bytes.NewReader(out)).ReadAll()
+		recs, err := csv.NewReader(bytes.NewReader(csvLines(out))).ReadAll()
 		if err != nil {
 			return set, get, fmt.Errorf("redis-benchmark output: %w", err)
 		}
@@ -67,8 +72,6 @@ func measureRawOps(ctx context.Context, addr string, ops int) (set, get rawOps, 
 		}
 		return set, get, nil
 	}
-	rdb := redis.NewClient(&redis.Options{Addr: addr, PoolSize: clients})
-	defer rdb.Close()
 	one := func(name string, op func(ctx context.Context, i int) error) (rawOps, error) {
 		var rec recorder
 		var firstErr atomic.Value
@@ -95,6 +98,19 @@ func measureRawOps(ctx context.Context, addr string, ops int) (set, get rawOps, 
 	return set, get, err
 }
 
+// csvLines keeps the lines of redis-benchmark's --csv output that are
+// CSV records (they start with a quote): with --cluster it first prints
+// the masters it found, as plain text.
+func csvLines(out []byte) []byte {
+	var b bytes.Buffer
+	for line := range bytes.Lines(out) {
+		if bytes.HasPrefix(line, []byte(`"`)) {
+			b.Write(line)
+		}
+	}
+	return b.Bytes()
+}
+
 // asynqCeiling is what bare Asynq does on the same Redis.
 type asynqCeiling struct {
 	Tasks       int       `json:"tasks"`
@@ -115,9 +131,8 @@ const noopQueue = "sessiond-bench-noop"
 // handler latency at latencyRate per second, and the lag of scheduled
 // tasks (ProcessAt) spread over a window, with the scheduler's Asynq
 // setting (due tasks moved every second).
-func measureAsynq(ctx context.Context, addr string, tasks int, latencyRate float64, scheduled int, window time.Duration) (asynqCeiling, error) {
+func measureAsynq(ctx context.Context, opt asynq.RedisConnOpt, tasks int, latencyRate float64, scheduled int, window time.Duration) (asynqCeiling, error) {
 	res := asynqCeiling{Tasks: tasks, Concurrency: 100, LatencyRate: latencyRate}
-	opt := asynq.RedisClientOpt{Addr: addr, PoolSize: 64}
 	client := asynq.NewClient(opt)
 	defer client.Close()
 
@@ -234,10 +249,15 @@ func waitCount(ctx context.Context, count func() int, n int, limit time.Duration
 }
 
 // measureKeyMemory stores n copies of value as plain string keys and
-// returns used_memory's growth per key: the least Redis can spend to keep a
-// session. The keys are deleted afterwards.
-func measureKeyMemory(ctx context.Context, rdb *redis.Client, value []byte, n int) (float64, error) {
-	before, err := usedMemory(ctx, rdb)
+// returns used_memory's growth (summed over the masters) per key: the
+// least Redis can spend to keep a session. The keys are deleted
+// afterwards.
+func measureKeyMemory(ctx context.Context, rdb redis.UniversalClient, value []byte, n int) (float64, error) {
+	usedMemory := func() (int64, error) {
+		m, err := readMasters(ctx, rdb)
+		return m.sum().Memory, err
+	}
+	before, err := usedMemory()
 	if err != nil {
 		return 0, err
 	}
@@ -251,22 +271,22 @@ func measureKeyMemory(ctx context.Context, rdb *redis.Client, value []byte, n in
 			return 0, fmt.Errorf("store keys: %w", err)
 		}
 	}
-	after, err := usedMemory(ctx, rdb)
+	after, err := usedMemory()
 	if err != nil {
 		return 0, err
 	}
 	for i := 0; i < n; i += 500 {
-		keys := make([]string, 0, 500)
+		p := rdb.Pipeline() // one key per UNLINK: the keys are in different slots
 		for j := i; j < min(i+500, n); j++ {
-			keys = append(keys, key(j))
+			p.Unlink(ctx, key(j))
 		}
-		_ = rdb.Unlink(ctx, keys...).Err()
+		_, _ = p.Exec(ctx)
 	}
 	return round(float64(after-before)/float64(n), 1), nil
 }
 
 // redisVersion is INFO server's redis_version.
-func redisVersion(ctx context.Context, rdb *redis.Client) string {
+func redisVersion(ctx context.Context, rdb redis.UniversalClient) string {
 	info, err := rdb.Info(ctx, "server").Result()
 	if err != nil {
 		return ""

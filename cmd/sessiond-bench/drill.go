@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -12,12 +13,14 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"text/tabwriter"
 	"time"
 
+	"github.com/sessiond/sessiond/internal/redistest"
 	"github.com/sessiond/sessiond/signing"
 )
 
@@ -25,11 +28,13 @@ import (
 type drillConfig struct {
 	JSON bool
 
+	Topology       string        // single, sentinel or cluster
+	MinReplicas    int           // SESSIOND_REDIS_MIN_REPLICAS
 	LoadFor        time.Duration // how long the load and the chaos run
 	Workers        int           // load goroutines, each driving one session at a time
 	KillMin        time.Duration // a replica is SIGKILLed every KillMin..KillMax
 	KillMax        time.Duration
-	RedisAt        float64       // Redis is SIGKILLed and restarted once, at this fraction of LoadFor
+	RedisAt        float64       // the Redis chaos (see chaosRedis) happens once, at this fraction of LoadFor
 	TTL            time.Duration // SESSIOND_SESSION_TTL
 	WebhookTimeout time.Duration // SESSIOND_WEBHOOK_TIMEOUT
 	RetrySchedule  string        // SESSIOND_WEBHOOK_RETRY_SCHEDULE
@@ -47,11 +52,13 @@ func parseDrillFlags(args []string, stderr io.Writer) (drillConfig, error) {
 	fs := flag.NewFlagSet("sessiond-bench drill", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.BoolVar(&c.JSON, "json", false, "print the report as JSON instead of a table")
+	fs.StringVar(&c.Topology, "topology", topologySingle, "Redis deployment: single (SIGKILL and restart, AOF always), sentinel (SIGKILL the master, failover, the old master back as a replica) or cluster (SIGKILL a master, restart it with its AOF)")
+	fs.IntVar(&c.MinReplicas, "min-replicas", -1, "SESSIOND_REDIS_MIN_REPLICAS of the replicas (default 1 on sentinel, else 0)")
 	fs.DurationVar(&c.LoadFor, "load-for", 75*time.Second, "duration of the load and the chaos")
 	fs.IntVar(&c.Workers, "workers", 4, "load workers")
 	fs.DurationVar(&c.KillMin, "kill-min", 5*time.Second, "shortest time between replica SIGKILLs")
 	fs.DurationVar(&c.KillMax, "kill-max", 8*time.Second, "longest time between replica SIGKILLs")
-	fs.Float64Var(&c.RedisAt, "redis-restart-at", 0.45, "when Redis is killed and restarted, as a fraction of --load-for (negative: never)")
+	fs.Float64Var(&c.RedisAt, "redis-restart-at", 0.45, "when the Redis chaos happens (see --topology), as a fraction of --load-for (negative: never)")
 	fs.DurationVar(&c.TTL, "ttl", 10*time.Second, "SESSIOND_SESSION_TTL")
 	fs.DurationVar(&c.WebhookTimeout, "webhook-timeout", 500*time.Millisecond, "SESSIOND_WEBHOOK_TIMEOUT")
 	fs.StringVar(&c.RetrySchedule, "retry-schedule", "200ms,500ms,1s,1s,2s,2s,2s,2s,2s,2s", "SESSIOND_WEBHOOK_RETRY_SCHEDULE")
@@ -71,11 +78,22 @@ func parseDrillFlags(args []string, stderr io.Writer) (drillConfig, error) {
 	if c.Workers <= 0 || c.LoadFor <= 0 || c.KillMin <= 0 || c.KillMax < c.KillMin {
 		return c, errors.New("--workers, --load-for and --kill-min must be positive, --kill-max at least --kill-min")
 	}
+	if c.MinReplicas < 0 {
+		c.MinReplicas = defaultMinReplicas(c.Topology)
+	}
+	if err := checkTopology(c.Topology, c.MinReplicas); err != nil {
+		return c, err
+	}
 	return c, nil
 }
 
 // drillReport is the drill's result. The must-be-0 figures decide Failed.
 type drillReport struct {
+	Topology      string           `json:"topology"`
+	MinReplicas   int              `json:"min_replicas"`
+	Chaos         []chaosEvent     `json:"chaos"`
+	FirstWrite    string           `json:"sigkill_to_first_accepted_write,omitempty"` // sentinel: SIGKILL of the master -> first create answered 2xx
+	NotDurable    int64            `json:"answers_not_durable"`                       // 503: made but not on enough replicas
 	Duration      string           `json:"duration"`
 	Sessions      int              `json:"sessions"`
 	RequestsOK    int64            `json:"requests_ok"`
@@ -86,8 +104,11 @@ type drillReport struct {
 	ExpiredInLoad int64            `json:"expired_under_load"`
 	GaveUp        int64            `json:"steps_given_up"`
 	ReplicaKills  int              `json:"replica_kills"`
-	RedisRestarts int              `json:"redis_restarts"`
+	RedisRestarts int              `json:"redis_restarts"` // Redis chaos rounds (restart, failover)
 
+	LostAcked       int    `json:"acknowledged_changes_lost"`       // a later read shows an acknowledged change undone
+	AckedMissing    int    `json:"acknowledged_events_not_in_feed"` // an acknowledged change's event is not in the feed
+	RedisCrashes    int    `json:"redis_unexpected_exits"`
 	EventsProduced  int    `json:"events_produced"`
 	EventsDelivered int    `json:"events_delivered"`
 	Lost            int    `json:"lost"`
@@ -114,6 +135,7 @@ type drillReport struct {
 
 	Failed   bool     `json:"failed"`
 	Failures []string `json:"failures,omitempty"`
+	Losses   []string `json:"losses_reported,omitempty"` // see lossesAllowed: reported, not failed
 	Evidence []string `json:"evidence,omitempty"`
 	WorkDir  string   `json:"work_dir,omitempty"`
 }
@@ -126,6 +148,13 @@ type tracked struct {
 	expiresAt time.Time // latest known; zero once not pending
 	leave     bool      // left to expire: expected holds only after expiresAt
 	uncertain bool      // a step was given up: the status is not known
+	acked     []string  // event types of the changes the API acknowledged, in order
+}
+
+// chaosEvent is one thing the chaos did, At from the start of the load.
+type chaosEvent struct {
+	At   string `json:"at"`
+	What string `json:"what"`
 }
 
 type drill struct {
@@ -134,18 +163,22 @@ type drill struct {
 	dir      string
 	api      *apiClient
 	rcv      *receiver
-	redis    *redisServer
+	dep      *deployment
 	replicas []*daemon
 	next     atomic.Uint32
 	runID    string
 
-	mu       sync.Mutex
-	sessions []*tracked
-	causes   map[string]int64 // retries by cause
-	evidence []string
+	mu         sync.Mutex
+	sessions   []*tracked
+	causes     map[string]int64 // retries by cause
+	evidence   []string
+	loadStart  time.Time
+	chaosLog   []chaosEvent
+	firstWrite time.Duration // sentinel: SIGKILL of the master -> first accepted create; 0: none measured
+	lostAcked  int
 
 	requestsOK, retries, ambiguous, expiredInLoad, gaveUp, refused atomic.Int64
-	idemLocked                                                     atomic.Int64
+	idemLocked, notDurable                                         atomic.Int64
 	badSent, badAccepted                                           atomic.Int64
 	badMu                                                          sync.Mutex
 	badByKind                                                      map[string][2]int64
@@ -185,10 +218,14 @@ func runDrill(ctx context.Context, cfg drillConfig, stderr io.Writer) (rep *dril
 			return nil, err
 		}
 	}
-	if d.redis, err = startRedis(ctx, d.dir, "always"); err != nil {
+	// AOF with appendfsync always where a node restarts with its data
+	// (single, cluster); a Sentinel set's old master comes back as a
+	// replica and takes the new master's data instead.
+	opts := redistest.Options{AppendOnly: cfg.Topology != topologySentinel}
+	if d.dep, err = startDeployment(ctx, cfg.Topology, d.dir, opts); err != nil {
 		return nil, err
 	}
-	defer d.redis.kill()
+	defer d.dep.close() // closing twice is fine: the end of the drill closes it and checks
 
 	key, secret, whsec := "drill", randomHex(24), signing.GenerateSecret()
 	d.api = newAPIClient(key, secret, 64)
@@ -206,7 +243,8 @@ func runDrill(ctx context.Context, cfg drillConfig, stderr io.Writer) (rep *dril
 		}
 		name := fmt.Sprintf("sessiond-%d", i+1)
 		d.replicas = append(d.replicas, newDaemon(bin, name, filepath.Join(d.dir, name+".log"), map[string]string{
-			"SESSIOND_REDIS_URL":              d.redis.url(),
+			"SESSIOND_REDIS_URL":              d.dep.url(),
+			"SESSIOND_REDIS_MIN_REPLICAS":     strconv.Itoa(cfg.MinReplicas),
 			"SESSIOND_ADMIN_ADDR":             addr,
 			"SESSIOND_API_KEY":                key,
 			"SESSIOND_API_SECRET":             secret,
@@ -227,12 +265,13 @@ func runDrill(ctx context.Context, cfg drillConfig, stderr io.Writer) (rep *dril
 		}
 		defer r.kill()
 	}
-	d.logf("redis %s (AOF, appendfsync always), replicas %s and %s, flaky receiver %s",
-		d.redis.addr, d.replicas[0].addr, d.replicas[1].addr, d.rcv.addr)
+	d.logf("%s (AOF %v), SESSIOND_REDIS_MIN_REPLICAS=%d, replicas %s and %s, flaky receiver %s",
+		d.dep.describe(), opts.AppendOnly, cfg.MinReplicas, d.replicas[0].addr, d.replicas[1].addr, d.rcv.addr)
 
 	// Load and chaos.
-	d.logf("load and chaos for %s: %d workers, a replica SIGKILLed every %s-%s, Redis restarted once", cfg.LoadFor, cfg.Workers, cfg.KillMin, cfg.KillMax)
-	loadEnd := time.Now().Add(cfg.LoadFor)
+	d.logf("load and chaos for %s: %d workers, a replica SIGKILLed every %s-%s, and once: %s", cfg.LoadFor, cfg.Workers, cfg.KillMin, cfg.KillMax, chaosRedisText[cfg.Topology])
+	d.loadStart = time.Now()
+	loadEnd := d.loadStart.Add(cfg.LoadFor)
 	var wg sync.WaitGroup
 	for w := range cfg.Workers {
 		wg.Add(1)
@@ -255,7 +294,7 @@ func runDrill(ctx context.Context, cfg drillConfig, stderr io.Writer) (rep *dril
 	}
 	d.logf("load stopped: %d sessions, %d requests answered, %d retries", len(d.sessions), d.requestsOK.Load(), d.retries.Load())
 
-	rep = &drillReport{}
+	rep = &drillReport{Topology: cfg.Topology, MinReplicas: cfg.MinReplicas}
 	// Sessions left to expire must be past their time before they are read.
 	var lastDue time.Time
 	for _, s := range d.sessions {
@@ -311,7 +350,7 @@ func runDrill(ctx context.Context, cfg drillConfig, stderr io.Writer) (rep *dril
 	for _, r := range d.replicas {
 		if err := r.term(10 * time.Second); err != nil {
 			rep.Unclean++
-			d.note("%s on SIGTERM: %v", r.name, err)
+			d.note("%s on SIGTERM: %v; its log ends:\n%s", r.name, err, r.logTail(12))
 		}
 	}
 	for _, r := range d.replicas {
@@ -320,8 +359,9 @@ func runDrill(ctx context.Context, cfg drillConfig, stderr io.Writer) (rep *dril
 			d.note("%s\n%s", e, r.logTail(15))
 		}
 	}
-	for _, e := range d.redis.exits() {
-		d.note("%s", e)
+	if err := d.dep.close(); err != nil {
+		rep.RedisCrashes++
+		d.note("redis: %v", err)
 	}
 	rep.Duration = time.Since(start).Round(time.Second).String()
 	rep.verdict()
@@ -373,9 +413,19 @@ func (d *drill) note(format string, args ...any) {
 // stepLimit bounds the retries of one request through the chaos.
 const stepLimit = 20 * time.Second
 
+// notDurable reports whether resp is the API's answer to a change that was
+// made but is not yet on SESSIOND_REDIS_MIN_REPLICAS replicas (503, "Read
+// the session before you retry"): an ambiguous answer, like a lost
+// connection. Its code (1000) is shared with other 503s that changed
+// nothing, so the message tells them apart.
+func notDurable(resp response) bool {
+	return resp.status == http.StatusServiceUnavailable && bytes.Contains(resp.body, []byte("not yet on enough Redis replicas"))
+}
+
 // reliable sends a correctly signed request, moving to the other replica
 // and retrying on connection errors, 5xx and 429 until stepLimit. It
-// returns the first other answer.
+// returns the first other answer, or a not-durable 503 (notDurable),
+// which the caller resolves by reading the session.
 func (d *drill) reliable(ctx context.Context, method, path, id string, body []byte, idem string) (response, error) {
 	deadline := time.Now().Add(stepLimit)
 	backoff := 20 * time.Millisecond
@@ -385,6 +435,10 @@ func (d *drill) reliable(ctx context.Context, method, path, id string, body []by
 		resp, err := d.api.do(ctx, d.base(), method, path, body, auth{idem: idem})
 		if err == nil && resp.status < 500 && resp.status != http.StatusTooManyRequests {
 			d.requestsOK.Add(1)
+			return resp, nil
+		}
+		if err == nil && notDurable(resp) {
+			d.notDurable.Add(1)
 			return resp, nil
 		}
 		if err == nil {
@@ -460,6 +514,7 @@ func (d *drill) scenario(ctx context.Context, ref string) {
 	// time (30 s); the retry then goes without it: a create for a ref_id
 	// with an active session returns that session, so it is safe anyway.
 	idem := ref
+	undurable := 0
 	for {
 		resp, err := d.reliable(ctx, http.MethodPost, "/v1/sessions", "", body, idem)
 		if err != nil {
@@ -470,6 +525,17 @@ func (d *drill) scenario(ctx context.Context, ref string) {
 		if resp.status == http.StatusConflict && idem != "" {
 			d.idemLocked.Add(1)
 			idem = ""
+			continue
+		}
+		if notDurable(resp) {
+			// Made, maybe not kept: the create again says which (the
+			// ref_id's session, 200, if it is there; else a new one).
+			d.ambiguous.Add(1)
+			if undurable++; undurable > 20 {
+				d.gaveUp.Add(1)
+				d.note("create %s: not durable after %d tries", ref, undurable)
+				return
+			}
 			continue
 		}
 		if resp.status != http.StatusCreated && resp.status != http.StatusOK {
@@ -484,7 +550,7 @@ func (d *drill) scenario(ctx context.Context, ref string) {
 		}
 		break
 	}
-	t := &tracked{id: s.ID, scenario: name, expected: s.Status, leave: leave}
+	t := &tracked{id: s.ID, scenario: name, expected: s.Status, leave: leave, acked: []string{"session.created"}}
 	if s.ExpiresAt != nil {
 		t.expiresAt = *s.ExpiresAt
 	}
@@ -514,9 +580,83 @@ func (d *drill) scenario(ctx context.Context, ref string) {
 	}
 }
 
+// eventOf is the event type of a step's change.
+func eventOf(st step) string {
+	switch st.sub {
+	case "resume":
+		return "session.resumed"
+	}
+	return "session." + st.target
+}
+
 // transition sends one step and records the status it leaves the session
 // in. It reports whether the scenario may go on.
 func (d *drill) transition(ctx context.Context, t *tracked, st step) bool {
+	for try := 0; ; try++ {
+		ok, again := d.transitionOnce(ctx, t, st)
+		if !again {
+			if ok {
+				t.acked = append(t.acked, eventOf(st))
+			}
+			return ok
+		}
+		if try == 5 {
+			d.gaveUp.Add(1)
+			t.uncertain = true
+			d.note("session %s (%s) step %s→%s: not durable after %d tries", t.id, t.scenario, t.expected, st.target, try+1)
+			return false
+		}
+	}
+}
+
+// lost records an acknowledged change that a later read shows undone (a
+// failover without SESSIOND_REDIS_MIN_REPLICAS): the session's status is
+// no longer known, and it is not checked further.
+func (d *drill) lost(t *tracked, format string, args ...any) {
+	d.mu.Lock()
+	d.lostAcked++
+	d.mu.Unlock()
+	t.uncertain = true
+	d.note("acknowledged change lost: session %s (%s): %s", t.id, t.scenario, fmt.Sprintf(format, args...))
+}
+
+// readBack reads session t after an answer that leaves step st in
+// doubt (why). read is false when the read failed: t's status is then
+// no longer known, and t is marked uncertain. took reports that the
+// session shows st done: t then records it, as an ambiguous write.
+func (d *drill) readBack(ctx context.Context, t *tracked, st step, why string) (s session, read, took bool) {
+	g, err := d.reliable(ctx, http.MethodGet, "/v1/sessions/"+t.id, t.id, nil, "")
+	if err != nil || g.status != http.StatusOK {
+		d.gaveUp.Add(1)
+		t.uncertain = true
+		d.note("session %s: read after %s: %v %d", t.id, why, err, g.status)
+		return s, false, false
+	}
+	if s, err = decodeSession(g.body); err != nil {
+		t.uncertain = true
+		return s, false, false
+	}
+	if s.Status != st.target {
+		return s, true, false
+	}
+	d.ambiguous.Add(1)
+	t.reach(s)
+	return s, true, true
+}
+
+// reach records that t is now in s's status, with s's time limit.
+func (t *tracked) reach(s session) {
+	t.expected = s.Status
+	t.expiresAt = time.Time{}
+	if s.ExpiresAt != nil {
+		t.expiresAt = *s.ExpiresAt
+	}
+}
+
+// transitionOnce sends the step once (with reliable's retries). again
+// asks for another try: the API made the change but said it may not be
+// durable, and a read showed it undone.
+func (d *drill) transitionOnce(ctx context.Context, t *tracked, st step) (ok, again bool) {
 	path := "/v1/sessions/" + t.id + "/" + st.sub
 	var body []byte
 	if st.body != "" {
@@ -527,59 +667,58 @@ func (d *drill) transition(ctx context.Context, t *tracked, st step) bool {
 		d.gaveUp.Add(1)
 		t.uncertain = true
 		d.note("session %s (%s) step %s→%s: %v", t.id, t.scenario, t.expected, st.target, err)
-		return false
+		return false, false
+	}
+	if notDurable(resp) {
+		// Made, maybe not kept: the session says which.
+		s, read, took := d.readBack(ctx, t, st, "a not-durable answer")
+		switch {
+		case !read || took:
+			return took, false
+		case s.Status == t.expected:
+			return false, true // not kept: not acknowledged either, so try again
+		}
+		d.refused.Add(1)
+		d.note("session %s (%s) step %s→%s answered not durable; the session is %q", t.id, t.scenario, t.expected, st.target, s.Status)
+		t.uncertain = true
+		return false, false
 	}
 	switch resp.status {
+	case http.StatusNotFound:
+		d.lost(t, "step %s→%s answered 404: the session is gone", t.expected, st.target)
+		return false, false
 	case http.StatusOK:
 		s, err := decodeSession(resp.body)
 		if err != nil || s.Status != st.target {
 			d.refused.Add(1)
 			d.note("session %s (%s) step %s→%s answered 200 with status %q (%v)", t.id, t.scenario, t.expected, st.target, s.Status, err)
 			t.uncertain = true
-			return false
+			return false, false
 		}
-		t.expected = st.target
-		t.expiresAt = time.Time{}
-		if s.ExpiresAt != nil {
-			t.expiresAt = *s.ExpiresAt
-		}
-		return true
+		t.reach(s)
+		return true, false
 	case http.StatusConflict:
 		// An earlier attempt that got no answer may have committed, or
 		// the session ran out of time: the session says which.
-		g, err := d.reliable(ctx, http.MethodGet, "/v1/sessions/"+t.id, t.id, nil, "")
-		if err != nil || g.status != http.StatusOK {
-			d.gaveUp.Add(1)
-			t.uncertain = true
-			d.note("session %s: read after 409: %v %d", t.id, err, g.status)
-			return false
-		}
-		s, err := decodeSession(g.body)
-		if err != nil {
-			t.uncertain = true
-			return false
-		}
+		s, read, took := d.readBack(ctx, t, st, "409")
 		switch {
-		case s.Status == st.target:
-			d.ambiguous.Add(1)
-			t.expected = st.target
-			t.expiresAt = time.Time{}
-			if s.ExpiresAt != nil {
-				t.expiresAt = *s.ExpiresAt
-			}
-			return true
+		case !read || took:
+			return took, false
 		case (s.Status == "expired" || s.Status == "abandoned") && !t.expiresAt.IsZero() && !time.Now().Before(t.expiresAt):
 			d.expiredInLoad.Add(1)
 			t.expected = s.Status
-			return false
+			return false, false
+		case s.Status != t.expected:
+			d.lost(t, "step %s→%s answered 409; the session is %q, not the %q acknowledged", t.expected, st.target, s.Status, t.expected)
+			return false, false
 		}
 		d.refused.Add(1)
 		d.note("session %s (%s) step %s→%s refused: %d %.200s; the session is %q", t.id, t.scenario, t.expected, st.target, resp.status, resp.body, s.Status)
-		return false
+		return false, false
 	}
 	d.refused.Add(1)
 	d.note("session %s (%s) step %s→%s: %d %.200s", t.id, t.scenario, t.expected, st.target, resp.status, resp.body)
-	return false
+	return false, false
 }
 
 // badRequest sends one request that must be refused, against session id
@@ -641,9 +780,26 @@ func (d *drill) badRequest(ctx context.Context, id, ref string) {
 	}
 }
 
+// chaosRedisText says what chaosRedis does on each topology.
+var chaosRedisText = map[string]string{
+	topologySingle:   "redis-server SIGKILLed and restarted with its AOF",
+	topologySentinel: "the master SIGKILLed, a replica promoted, the old master back as a replica",
+	topologyCluster:  "a master SIGKILLed and restarted with its AOF and nodes.conf",
+}
+
+// event records what the chaos did, with its time from the load's start.
+func (d *drill) event(format string, args ...any) {
+	e := chaosEvent{At: fmt.Sprintf("+%.3fs", time.Since(d.loadStart).Seconds()), What: fmt.Sprintf(format, args...)}
+	d.logf("chaos %s: %s", e.At, e.What)
+	d.mu.Lock()
+	d.chaosLog = append(d.chaosLog, e)
+	d.mu.Unlock()
+}
+
 // chaos SIGKILLs a replica (alternating) every KillMin..KillMax and starts
-// it again at once, and once kills and restarts Redis on the same port and
-// directory. It returns at loadEnd with both replicas running and ready.
+// it again at once, and once does the topology's Redis chaos
+// (chaosRedis). It returns at loadEnd with both replicas running and
+// ready.
 func (d *drill) chaos(ctx context.Context, loadEnd time.Time) error {
 	redisAt := time.Time{}
 	if d.cfg.RedisAt >= 0 {
@@ -669,11 +825,8 @@ func (d *drill) chaos(ctx context.Context, loadEnd time.Time) error {
 			break
 		}
 		if doRedis {
-			d.logf("chaos: SIGKILL redis-server, restart on %s", d.redis.addr)
-			d.redis.kill()
-			time.Sleep(300 * time.Millisecond)
-			if err := d.redis.restartNow(ctx); err != nil {
-				return fmt.Errorf("chaos: restart redis: %w", err)
+			if err := d.chaosRedis(ctx); err != nil {
+				return fmt.Errorf("chaos: %w", err)
 			}
 			d.redisRestarts++
 			redisAt = time.Time{}
@@ -681,13 +834,14 @@ func (d *drill) chaos(ctx context.Context, loadEnd time.Time) error {
 		}
 		r := d.replicas[victim]
 		victim = (victim + 1) % len(d.replicas)
-		d.logf("chaos: SIGKILL %s", r.name)
 		r.kill()
+		killed := time.Now()
 		d.kills++
 		time.Sleep(200 * time.Millisecond)
 		if err := r.startReady(ctx, 30*time.Second); err != nil {
 			return fmt.Errorf("chaos: restart %s: %w", r.name, err)
 		}
+		d.event("SIGKILL %s; ready again after %s", r.name, time.Since(killed).Round(time.Millisecond))
 	}
 	// Leave both replicas up for the settle, whatever happened to them.
 	for _, r := range d.replicas {
@@ -703,6 +857,159 @@ func (d *drill) chaos(ctx context.Context, loadEnd time.Time) error {
 	return nil
 }
 
+// chaosRedis is the topology's Redis chaos:
+//
+//   - single: SIGKILL redis-server and restart it on the same port with
+//     its AOF (appendfsync always);
+//   - sentinel: SIGKILL the master, measure the time to the first write
+//     the admin API accepts (probe), wait for the failover, then start the
+//     old master again: it rejoins as a replica;
+//   - cluster: SIGKILL one master and restart it on the same ports with its
+//     AOF and nodes.conf.
+func (d *drill) chaosRedis(ctx context.Context) error {
+	switch {
+	case d.dep.single != nil:
+		srv := d.dep.single
+		srv.Kill()
+		killed := time.Now()
+		d.event("SIGKILL redis-server %s", srv.Addr)
+		time.Sleep(300 * time.Millisecond)
+		if err := srv.RestartContext(ctx); err != nil {
+			return err
+		}
+		d.event("redis-server %s restarted with its AOF, answering after %s", srv.Addr, time.Since(killed).Round(time.Millisecond))
+	case d.dep.cluster != nil:
+		i := rand.N(len(d.dep.cluster.Nodes()))
+		n := d.dep.cluster.Nodes()[i]
+		n.Kill()
+		killed := time.Now()
+		d.event("SIGKILL cluster master %d (%s)", i, n.Addr)
+		time.Sleep(300 * time.Millisecond)
+		if err := d.dep.cluster.RestartNode(ctx, i); err != nil {
+			return err
+		}
+		d.event("cluster master %d (%s) restarted with its AOF and nodes.conf, cluster healthy after %s", i, n.Addr, time.Since(killed).Round(time.Millisecond))
+	case d.dep.sentinel != nil:
+		set := d.dep.sentinel
+		old, err := set.KillMaster(ctx)
+		if err != nil {
+			return err
+		}
+		killed := time.Now()
+		d.event("SIGKILL master %s", old)
+		probed := make(chan string, 1)
+		go func() { probed <- d.probe(ctx, killed) }()
+		master, err := set.WaitFailover(ctx, old)
+		if err != nil {
+			return err
+		}
+		d.event("failover: %s promoted, the set settled after %s", master, time.Since(killed).Round(time.Millisecond))
+		d.event("%s", <-probed)
+		if err := set.RestartNode(ctx, old); err != nil {
+			return err
+		}
+		d.event("old master %s back as a replica of %s after %s", old, master, time.Since(killed).Round(time.Millisecond))
+	}
+	return nil
+}
+
+// probeLimit bounds how long the probe tries to get a write accepted.
+const probeLimit = 60 * time.Second
+
+// probe tries a create every 20 ms (each on its own, with a fresh ref_id,
+// round robin over the replicas) from the master's SIGKILL at killed until
+// one is accepted (201 or 200), and records the time from killed to that
+// answer. Every accepted probe session is tracked like a session left to
+// expire, so the checks include it. It returns a line for the report.
+func (d *drill) probe(ctx context.Context, killed time.Time) string {
+	var (
+		mu       sync.Mutex
+		first    time.Time
+		answers  = map[string]int{}
+		attempts int
+	)
+	accepted := make(chan struct{})
+	var once sync.Once
+	sem := make(chan struct{}, 100)
+	var wg sync.WaitGroup
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	deadline := killed.Add(probeLimit)
+loop:
+	for k := 0; time.Now().Before(deadline); k++ {
+		select {
+		case <-accepted:
+			break loop
+		case <-ctx.Done():
+			break loop
+		case <-tick.C:
+		}
+		select {
+		case sem <- struct{}{}:
+		default:
+			continue // 100 in flight: skip a tick
+		}
+		attempts++
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			ref := fmt.Sprintf("drill-%s-probe-%d", d.runID, k)
+			body := []byte(`{"ref_id":"` + ref + `","person":` + personJSON + `}`)
+			resp, err := d.api.do(ctx, d.base(), http.MethodPost, "/v1/sessions", body, auth{})
+			at := time.Now()
+			answer := "connection error"
+			switch {
+			case err != nil && (errors.Is(err, context.DeadlineExceeded) || strings.Contains(err.Error(), "Timeout")):
+				answer = "client timeout"
+			case err != nil:
+			case notDurable(resp):
+				answer = "503 not durable"
+			default:
+				answer = strconv.Itoa(resp.status)
+			}
+			mu.Lock()
+			answers[answer]++
+			mu.Unlock()
+			if err != nil || (resp.status != http.StatusCreated && resp.status != http.StatusOK) {
+				return
+			}
+			s, err := decodeSession(resp.body)
+			if err != nil {
+				return
+			}
+			t := &tracked{id: s.ID, scenario: "probe", expected: "expired", leave: true, acked: []string{"session.created"}}
+			if s.ExpiresAt != nil {
+				t.expiresAt = *s.ExpiresAt
+			}
+			mu.Lock()
+			if first.IsZero() || at.Before(first) {
+				first = at
+			}
+			mu.Unlock()
+			d.mu.Lock()
+			d.sessions = append(d.sessions, t)
+			d.mu.Unlock()
+			once.Do(func() { close(accepted) })
+		}()
+	}
+	wg.Wait()
+	var parts []string
+	for a, n := range answers {
+		parts = append(parts, fmt.Sprintf("%d × %s", n, a))
+	}
+	slices.Sort(parts)
+	if first.IsZero() {
+		d.note("probe: no write accepted within %s of the master's SIGKILL (%s)", probeLimit, strings.Join(parts, ", "))
+		return fmt.Sprintf("probe: NO write accepted within %s of the SIGKILL; %d attempts: %s", probeLimit, attempts, strings.Join(parts, ", "))
+	}
+	took := first.Sub(killed)
+	d.mu.Lock()
+	d.firstWrite = took
+	d.mu.Unlock()
+	return fmt.Sprintf("probe: first write accepted %s after the SIGKILL; %d attempts: %s", took.Round(time.Millisecond), attempts, strings.Join(parts, ", "))
+}
+
 // checkStatuses reads every session and compares its status with the one
 // the load drove it to.
 func (d *drill) checkStatuses(ctx context.Context, rep *drillReport) {
@@ -715,6 +1022,11 @@ func (d *drill) checkStatuses(ctx context.Context, rep *drillReport) {
 			return
 		}
 		resp, err := d.reliable(ctx, http.MethodGet, "/v1/sessions/"+t.id, t.id, nil, "")
+		if err == nil && resp.status == http.StatusNotFound {
+			// The drill deletes nothing: the acknowledged create is gone.
+			d.lost(t, "final read answered 404: the session is gone")
+			return
+		}
 		if err != nil || resp.status != http.StatusOK {
 			wrong.Add(1)
 			d.note("session %s (%s): final read %v %d %.200s", t.id, t.scenario, err, resp.status, resp.body)
@@ -743,6 +1055,12 @@ func (d *drill) analyse(rep *drillReport, feed map[string]feedEvent) {
 	rep.RetryCauses = d.causes
 	rep.ReplicaKills = d.kills
 	rep.RedisRestarts = d.redisRestarts
+	rep.NotDurable = d.notDurable.Load()
+	rep.LostAcked = d.lostAcked
+	rep.Chaos = d.chaosLog
+	if d.firstWrite > 0 {
+		rep.FirstWrite = d.firstWrite.Round(time.Millisecond).String()
+	}
 	rep.BadSent = d.badSent.Load()
 	rep.BadAccepted = d.badAccepted.Load()
 	rep.BadByKind = d.badByKind
@@ -808,6 +1126,29 @@ func (d *drill) analyse(rep *drillReport, feed map[string]feedEvent) {
 		}
 	}
 	rep.ExpiryLagMax = lagMax.String()
+	// Every change the API acknowledged must have its event in the feed
+	// (as many of each type as were acknowledged).
+	counts := map[string]map[string]int{}
+	for _, e := range feed {
+		if counts[e.session] == nil {
+			counts[e.session] = map[string]int{}
+		}
+		counts[e.session][e.typ]++
+	}
+	for _, t := range d.sessions {
+		want := map[string]int{}
+		for _, typ := range t.acked {
+			want[typ]++
+		}
+		for typ, n := range want {
+			if got := counts[t.id][typ]; got < n {
+				rep.AckedMissing += n - got
+				if rep.AckedMissing <= 5 {
+					d.note("session %s (%s): %d acknowledged %s, %d in the feed", t.id, t.scenario, n, typ, got)
+				}
+			}
+		}
+	}
 	for _, t := range d.sessions {
 		if t.uncertain {
 			continue
@@ -856,17 +1197,41 @@ func (d *drill) lostEvidence(ctx context.Context, feed map[string]feedEvent) {
 	}
 }
 
-// verdict sets Failed and Failures from the must-be-0 figures.
+// lossesAllowed reports whether the deployment may lose acknowledged
+// changes by design: a Sentinel set with SESSIOND_REDIS_MIN_REPLICAS=0
+// replicates asynchronously, so a failover loses what the old master had
+// not yet sent to the promoted replica. The drill then reports such
+// losses (Losses) instead of failing on them.
+func (r *drillReport) lossesAllowed() bool {
+	return r.Topology == topologySentinel && r.MinReplicas == 0
+}
+
+// verdict sets Failed and Failures from the must-be-0 figures. On a
+// deployment that may lose acknowledged changes (lossesAllowed) the
+// figures such a loss explains go to Losses instead; an event in the
+// feed that was never delivered is a failure on every deployment.
 func (r *drillReport) verdict() {
 	check := func(n int64, what string) {
 		if n != 0 {
 			r.Failures = append(r.Failures, fmt.Sprintf("%s: %d (must be 0)", what, n))
 		}
 	}
+	loss := func(n int64, what string) {
+		switch {
+		case n == 0:
+		case r.lossesAllowed():
+			r.Losses = append(r.Losses, fmt.Sprintf("%s: %d", what, n))
+		default:
+			check(n, what)
+		}
+	}
 	check(int64(r.Lost), "events lost")
+	loss(int64(r.LostAcked), "acknowledged changes lost (a later read shows them undone)")
+	loss(int64(r.AckedMissing), "acknowledged changes whose event is not in the events feed")
+	check(int64(r.RedisCrashes), "Redis processes that exited by themselves")
 	check(int64(r.SequenceGaps), "sessions with a gap in their event sequence")
-	check(int64(r.MissingStatus), "final statuses without their event")
-	check(int64(r.WrongStatus), "sessions in the wrong final status")
+	loss(int64(r.MissingStatus), "final statuses without their event")
+	loss(int64(r.WrongStatus), "sessions in the wrong final status")
 	check(r.BadAccepted, "unauthorised or malformed requests that succeeded")
 	check(r.BadSignatures, "webhooks with a bad signature or body")
 	check(r.Refused, "valid requests refused")
@@ -876,48 +1241,70 @@ func (r *drillReport) verdict() {
 	if r.EventsProduced == 0 {
 		r.Failures = append(r.Failures, "no events produced: the load did not run")
 	}
+	if r.Topology == topologySentinel && r.RedisRestarts > 0 && r.FirstWrite == "" {
+		r.Failures = append(r.Failures, "no write accepted after the master's SIGKILL")
+	}
 	r.Failed = len(r.Failures) > 0
 }
 
 func (r *drillReport) writeTable(w io.Writer) {
-	fmt.Fprintf(w, "\nsessiond drill: %s, %d sessions, %d requests answered (%d retried), %d replica SIGKILLs, %d Redis restarts\n\n",
-		r.Duration, r.Sessions, r.RequestsOK, r.Retries, r.ReplicaKills, r.RedisRestarts)
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	row := func(name string, v any, must bool) {
-		m := ""
-		if must {
-			m = "must be 0"
-		}
-		fmt.Fprintf(tw, "%s\t%v\t%s\n", name, v, m)
+	fmt.Fprintf(w, "\nsessiond drill on %s, SESSIOND_REDIS_MIN_REPLICAS=%d: %s, %d sessions, %d requests answered (%d retried), %d replica SIGKILLs, %d Redis chaos rounds (%s)\n",
+		r.Topology, r.MinReplicas, r.Duration, r.Sessions, r.RequestsOK, r.Retries, r.ReplicaKills, r.RedisRestarts, chaosRedisText[r.Topology])
+	if r.FirstWrite != "" {
+		fmt.Fprintf(w, "master SIGKILL → first write accepted by the admin API: %s\n", r.FirstWrite)
 	}
-	row("events produced (events feed)", r.EventsProduced, false)
-	row("events delivered (unique webhook-id, valid signature)", r.EventsDelivered, false)
-	row("lost (in the feed, never delivered)", r.Lost, true)
-	row("duplicates (2xx deliveries beyond the first)", r.Duplicates, false)
-	row("sessions in the wrong final status", r.WrongStatus, true)
-	row("unauthorised or malformed requests that succeeded", fmt.Sprintf("%d of %d", r.BadAccepted, r.BadSent), true)
-	row("sessions with a gap in data.sequence", r.SequenceGaps, true)
-	row("final statuses without their event in the feed", r.MissingStatus, true)
-	row("webhooks with a bad signature", r.BadSignatures, true)
-	row("valid requests refused (unexpected 4xx)", r.Refused, true)
-	row("replicas that exited by themselves", r.CrashExits, true)
-	row("deliveries of events not in the feed", r.Phantom, true)
-	row("sessions expired before their expires_at", r.ExpiryEarly, true)
-	row("latest expiry of a session left to expire (after expires_at)", r.ExpiryLagMax, false)
-	row("ambiguous writes resolved by a read", r.Ambiguous, false)
-	row("creates whose Idempotency-Key a killed request left locked (409)", r.IdemLocked, false)
-	row("sessions that expired before the load finished them", r.ExpiredInLoad, false)
-	row("steps given up after 20 s of retries (not checked)", fmt.Sprintf("%d (%d sessions)", r.GaveUp, r.Unchecked), false)
-	row("receiver answers: 2xx / 500 / 429 / held past timeout", fmt.Sprintf("%d / %d / %d / %d", r.Receiver.OK, r.Receiver.Failed500, r.Receiver.Throttled429, r.Receiver.TimedOut), false)
-	row("deliveries settled after the load in", r.SettledIn, false)
+	fmt.Fprintln(w, "\nchaos:")
+	for _, e := range r.Chaos {
+		fmt.Fprintf(w, "  %-10s %s\n", e.At, e.What)
+	}
+	fmt.Fprintln(w)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	const must = "must be 0"
+	lossMust := must // for what an asynchronous failover may lose
+	if r.lossesAllowed() {
+		lossMust = "reported, not failed (min replicas 0)"
+	}
+	row := func(name string, v any, note string) {
+		fmt.Fprintf(tw, "%s\t%v\t%s\n", name, v, note)
+	}
+	row("events produced (events feed)", r.EventsProduced, "")
+	row("events delivered (unique webhook-id, valid signature)", r.EventsDelivered, "")
+	row("lost (in the feed, never delivered)", r.Lost, must)
+	row("acknowledged changes lost (a later read shows them undone)", r.LostAcked, lossMust)
+	row("acknowledged changes whose event is not in the feed", r.AckedMissing, lossMust)
+	row("duplicates (2xx deliveries beyond the first)", r.Duplicates, "")
+	row("sessions in the wrong final status", r.WrongStatus, lossMust)
+	row("unauthorised or malformed requests that succeeded", fmt.Sprintf("%d of %d", r.BadAccepted, r.BadSent), must)
+	row("sessions with a gap in data.sequence", r.SequenceGaps, must)
+	row("final statuses without their event in the feed", r.MissingStatus, lossMust)
+	row("webhooks with a bad signature", r.BadSignatures, must)
+	row("valid requests refused (unexpected 4xx)", r.Refused, must)
+	row("replicas that exited by themselves", r.CrashExits, must)
+	row("Redis processes that exited by themselves", r.RedisCrashes, must)
+	row("deliveries of events not in the feed", r.Phantom, must)
+	row("sessions expired before their expires_at", r.ExpiryEarly, must)
+	row("latest expiry of a session left to expire (after expires_at)", r.ExpiryLagMax, "")
+	row("ambiguous writes resolved by a read", r.Ambiguous, "")
+	row("503 answers \"made, not yet on enough replicas\" (resolved by a read)", r.NotDurable, "")
+	row("creates whose Idempotency-Key a killed request left locked (409)", r.IdemLocked, "")
+	row("sessions that expired before the load finished them", r.ExpiredInLoad, "")
+	row("steps given up after 20 s of retries (not checked)", fmt.Sprintf("%d (%d sessions)", r.GaveUp, r.Unchecked), "")
+	row("receiver answers: 2xx / 500 / 429 / held past timeout", fmt.Sprintf("%d / %d / %d / %d", r.Receiver.OK, r.Receiver.Failed500, r.Receiver.Throttled429, r.Receiver.TimedOut), "")
+	row("deliveries settled after the load in", r.SettledIn, "")
 	causes := make([]string, 0, len(r.RetryCauses))
 	for c, n := range r.RetryCauses {
 		causes = append(causes, fmt.Sprintf("%d × %s", n, c))
 	}
 	slices.Sort(causes)
-	row("admin requests retried, by cause", strings.Join(causes, "; "), false)
-	row("unclean SIGTERM shutdowns at the end", r.Unclean, false)
+	row("admin requests retried, by cause", strings.Join(causes, "; "), "")
+	row("unclean SIGTERM shutdowns at the end", r.Unclean, "")
 	tw.Flush()
+	if len(r.Losses) > 0 {
+		fmt.Fprintf(w, "\nlosses reported, not failed (SESSIOND_REDIS_MIN_REPLICAS=%d on %s: a failover loses what was not yet replicated):\n", r.MinReplicas, r.Topology)
+		for _, l := range r.Losses {
+			fmt.Fprintln(w, "  "+l)
+		}
+	}
 	if r.Failed {
 		fmt.Fprintln(w, "\nFAILED:")
 		for _, f := range r.Failures {

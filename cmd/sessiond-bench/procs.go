@@ -16,14 +16,12 @@ import (
 	"sync"
 	"syscall"
 	"time"
-
-	"github.com/redis/go-redis/v9"
 )
 
-// This file starts and stops the real processes the bench and the drill
-// run against: a private redis-server and sessiond replicas, each a child
-// process of this tool, on free loopback ports, with their files in one
-// work directory.
+// This file starts and stops the sessiond replicas the bench and the drill
+// run against, each a child process of this tool, on a free loopback
+// port, with its log in the run's work directory. The Redis deployments
+// come from internal/redistest (topology.go).
 
 // freePort asks the kernel for a free TCP port on 127.0.0.1.
 func freePort() (int, error) {
@@ -148,6 +146,21 @@ func (c *child) kill() { _ = c.signal(syscall.SIGKILL, time.Minute) }
 // term asks the process to stop (SIGTERM) and waits up to wait.
 func (c *child) term(wait time.Duration) error { return c.signal(syscall.SIGTERM, wait) }
 
+// pid is the process's id while it runs, else 0.
+func (c *child) pid() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.cmd == nil || c.cmd.Process == nil {
+		return 0
+	}
+	select {
+	case <-c.done:
+		return 0
+	default:
+		return c.cmd.Process.Pid
+	}
+}
+
 // exits lists the exits that were not asked for.
 func (c *child) exits() []string {
 	c.mu.Lock()
@@ -172,86 +185,6 @@ func (c *child) logTail(n int) string {
 		}
 	}
 	return strings.Join(lines, "\n")
-}
-
-// redisServer is a private redis-server.
-type redisServer struct {
-	*child
-	addr string
-	dir  string
-}
-
-// startRedis starts redis-server on a free port with its files in dir.
-// appendfsync is "" for no AOF, else "always" or "everysec".
-func startRedis(ctx context.Context, dir, appendfsync string) (*redisServer, error) {
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		return nil, errors.New("redis-server not found in PATH: install it (apt-get install redis-server)")
-	}
-	addr, err := freeAddr()
-	if err != nil {
-		return nil, err
-	}
-	_, port, _ := net.SplitHostPort(addr)
-	args := []string{
-		"--port", port,
-		"--bind", "127.0.0.1",
-		"--dir", dir,
-		"--save", "",
-		"--protected-mode", "no",
-		"--maxmemory-policy", "noeviction",
-		"--logfile", "",
-	}
-	if appendfsync != "" {
-		args = append(args, "--appendonly", "yes", "--appendfsync", appendfsync)
-	} else {
-		args = append(args, "--appendonly", "no")
-	}
-	s := &redisServer{
-		child: &child{name: "redis-server", path: bin, args: args, logPath: filepath.Join(dir, "redis.log")},
-		addr:  addr,
-		dir:   dir,
-	}
-	if err := s.restartNow(ctx); err != nil {
-		return nil, err
-	}
-	return s, nil
-}
-
-// restartNow starts the server (again, if it was killed) and waits until
-// it answers PING.
-func (s *redisServer) restartNow(ctx context.Context) error {
-	if err := s.start(); err != nil {
-		return err
-	}
-	if err := waitRedis(ctx, s.addr, 15*time.Second); err != nil {
-		return fmt.Errorf("redis-server on %s not ready: %w\n%s", s.addr, err, s.logTail(20))
-	}
-	return nil
-}
-
-// url is the server's redis:// URL.
-func (s *redisServer) url() string { return "redis://" + s.addr + "/0" }
-
-// waitRedis polls addr with PING until it answers or limit passes. A Redis
-// that is still loading its AOF answers PING with an error, so this also
-// waits for the load.
-func waitRedis(ctx context.Context, addr string, limit time.Duration) error {
-	c := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1})
-	defer c.Close()
-	deadline := time.Now().Add(limit)
-	for {
-		pctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
-		err := c.Ping(pctx).Err()
-		cancel()
-		if err == nil {
-			return nil
-		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			return err
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 // daemon is one sessiond replica.
@@ -332,18 +265,4 @@ func buildDaemon(ctx context.Context, dir string) (string, error) {
 		return "", fmt.Errorf("build sessiond: %w\n%s", err, b)
 	}
 	return out, nil
-}
-
-// usedMemory is INFO memory's used_memory, in bytes.
-func usedMemory(ctx context.Context, rdb *redis.Client) (int64, error) {
-	info, err := rdb.Info(ctx, "memory").Result()
-	if err != nil {
-		return 0, fmt.Errorf("info memory: %w", err)
-	}
-	for _, line := range strings.Split(info, "\n") {
-		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "used_memory:"); ok {
-			return strconv.ParseInt(v, 10, 64)
-		}
-	}
-	return 0, errors.New("info memory: no used_memory")
 }

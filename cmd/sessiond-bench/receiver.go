@@ -39,6 +39,8 @@ type receiver struct {
 	timedOut   atomic.Int64 // held past the sender's timeout on purpose
 	lastUnique atomic.Int64 // unix nanoseconds of the last new webhook-id
 
+	gate atomic.Pointer[chan struct{}] // set: deliveries wait until it is closed (hold)
+
 	srv  *http.Server
 	addr string
 }
@@ -132,7 +134,27 @@ type eventBody struct {
 	} `json:"data"`
 }
 
+// hold makes every delivery wait, unanswered, until release.
+func (r *receiver) hold() {
+	ch := make(chan struct{})
+	r.gate.Store(&ch)
+}
+
+// release lets the held deliveries through and stops holding.
+func (r *receiver) release() {
+	if ch := r.gate.Swap(nil); ch != nil {
+		close(*ch)
+	}
+}
+
 func (r *receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	if g := r.gate.Load(); g != nil {
+		select {
+		case <-*g:
+		case <-req.Context().Done():
+			return
+		}
+	}
 	body, err := io.ReadAll(io.LimitReader(req.Body, 1<<20))
 	if err != nil {
 		w.WriteHeader(http.StatusBadRequest)

@@ -60,8 +60,10 @@ func human(x float64) string {
 		return fmt.Sprintf("%.0f", x)
 	case ax >= 10:
 		return fmt.Sprintf("%.1f", x)
-	default:
+	case ax >= 0.1 || ax == 0:
 		return fmt.Sprintf("%.2f", x)
+	default: // two significant digits: 0.0040 cores is not 0.00
+		return fmt.Sprintf("%.2g", x)
 	}
 }
 

@@ -31,3 +31,16 @@ func TestRatio(t *testing.T) {
 		}
 	}
 }
+
+func TestHuman(t *testing.T) {
+	for _, tc := range []struct {
+		x    float64
+		want string
+	}{
+		{14557, "14557"}, {38.04, "38.0"}, {0.97, "0.97"}, {0.1, "0.10"}, {0, "0.00"}, {0.004, "0.004"}, {0.0123, "0.012"}, {-0.004, "-0.004"},
+	} {
+		if got := human(tc.x); got != tc.want {
+			t.Errorf("human(%v) = %q, want %q", tc.x, got, tc.want)
+		}
+	}
+}
