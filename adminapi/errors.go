@@ -4,10 +4,15 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"strconv"
+	"syscall"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/sessiond/sessiond/dispatcher"
 	"github.com/sessiond/sessiond/lifecycle"
@@ -100,7 +105,26 @@ func errorFor(err error) *Error {
 	case errors.Is(err, lifecycle.ErrBusy):
 		return &Error{Status: http.StatusTooManyRequests, Code: CodeTooManyRequests, Message: "Session is busy, retry.", RetryAfter: time.Second, Err: err}
 	}
+	if redisUnavailable(err) {
+		return &Error{Status: http.StatusServiceUnavailable, Code: codeInternal, RetryAfter: time.Second, Err: err,
+			Message: "Redis is unavailable (a restart or a failover): retry; after a change, read the session first."}
+	}
 	return &Error{Status: http.StatusInternalServerError, Code: codeInternal, Message: "Internal error.", Err: err}
+}
+
+// redisUnavailable reports whether err says Redis could not be reached or
+// cannot take writes just now: a restart, a failover, a resharding.
+func redisUnavailable(err error) bool {
+	var ne net.Error
+	if errors.As(err, &ne) || errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, redis.ErrClosed) {
+		return true
+	}
+	for _, prefix := range []string{"LOADING", "READONLY", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN"} {
+		if redis.HasErrorPrefix(err, prefix) {
+			return true
+		}
+	}
+	return false
 }
 
 // maxLoggedPath bounds the path a log line carries.
