@@ -48,10 +48,7 @@ import (
 // Run: go test -run='^$' -bench=BenchmarkDelivery -benchtime=1x ./dispatcher
 // SESSIOND_BENCH_EVENTS sets the number of decisions (default 10000).
 func BenchmarkDelivery(b *testing.B) {
-	n := 10000
-	if v, err := strconv.Atoi(os.Getenv("SESSIOND_BENCH_EVENTS")); err == nil && v > 0 {
-		n = v
-	}
+	n := envCount("SESSIOND_BENCH_EVENTS", 10000)
 	for b.Loop() {
 		runDeliveryBench(b, n, min(n, 3000), min(n, 5000))
 	}
@@ -383,4 +380,12 @@ func processCPU() time.Duration {
 	var ru syscall.Rusage
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// envCount is the positive number in environment variable name, else def.
+func envCount(name string, def int) int {
+	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
+		return v
+	}
+	return def
 }

@@ -283,20 +283,7 @@ func TestSlowAPIEndpointLeavesWorkers(t *testing.T) {
 			t.Errorf("the API endpoint's cap = %d, want %d", got, cfg.Concurrency/2)
 		}
 
-		start := make(map[string]time.Time, sessions)
-		var eventIDs []string
-		for i := range sessions {
-			t0 := time.Now()
-			sid := e.create(fmt.Sprintf("user-%d", i))
-			ev := e.events(sid)[0]
-			start[ev.ID] = t0
-			eventIDs = append(eventIDs, ev.ID)
-		}
-		var worst time.Duration
-		for _, evID := range eventIDs {
-			r := fast.waitN(evID, 1, 10*time.Second)[0]
-			worst = max(worst, r.at.Sub(start[evID]))
-		}
+		_, worst := e.createAndTime(fast, sessions, 10*time.Second)
 		if worst > time.Second {
 			t.Errorf("slowest delivery to the configured endpoint took %v: the slow one held the workers", worst)
 		}

@@ -530,3 +530,22 @@ func answerJSON(w http.ResponseWriter, code int, v any) int {
 	_ = json.NewEncoder(w).Encode(v)
 	return code
 }
+
+// createAndTime creates n sessions and waits up to limit each for their
+// session.created webhook at rv; it returns the events' ids and the
+// longest time from a create to its webhook.
+func (e *env) createAndTime(rv *receiver, n int, limit time.Duration) (eventIDs []string, worst time.Duration) {
+	e.t.Helper()
+	start := make(map[string]time.Time, n)
+	for i := range n {
+		t0 := time.Now()
+		ev := e.events(e.create(fmt.Sprintf("user-%d", i)))[0]
+		start[ev.ID] = t0
+		eventIDs = append(eventIDs, ev.ID)
+	}
+	for _, id := range eventIDs {
+		r := rv.waitN(id, 1, limit)[0]
+		worst = max(worst, r.at.Sub(start[id]))
+	}
+	return eventIDs, worst
+}

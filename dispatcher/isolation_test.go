@@ -49,20 +49,7 @@ func testHangingEndpoint(t *testing.T, tg redistest.Target) {
 	cfg.RetrySchedule = []time.Duration{10 * time.Millisecond, 10 * time.Millisecond, 10 * time.Millisecond}
 	e := newEnv(t, tg, cfg)
 
-	start := make(map[string]time.Time, sessions)
-	var eventIDs []string
-	for i := range sessions {
-		t0 := time.Now()
-		sid := e.create(fmt.Sprintf("user-%d", i))
-		ev := e.events(sid)[0]
-		start[ev.ID] = t0
-		eventIDs = append(eventIDs, ev.ID)
-	}
-	var worst time.Duration
-	for _, id := range eventIDs {
-		r := fast.waitN(id, 1, 5*time.Second)[0]
-		worst = max(worst, r.at.Sub(start[id]))
-	}
+	eventIDs, worst := e.createAndTime(fast, sessions, 5*time.Second)
 	// Well under the hanging endpoint's timeout: nothing waited for it.
 	if worst > time.Second {
 		t.Errorf("slowest delivery to the healthy endpoint took %v", worst)

@@ -118,15 +118,8 @@ func (d *Dispatcher) Recover(ctx context.Context, id string, since, until time.T
 	if since.IsZero() || since.UnixMilli() < 0 || !since.Before(until) {
 		return nil, invalidf("since: want a time after 1970 and before until (and before now)")
 	}
-	if err := d.reloadEndpoints(ctx, false); err != nil {
+	if _, err := d.enabledEndpoint(ctx, id); err != nil {
 		return nil, err
-	}
-	ep := d.endpoints().endpoint(id)
-	switch {
-	case ep == nil:
-		return nil, ErrEndpointNotFound
-	case ep.disabledNow():
-		return nil, ErrEndpointDisabled
 	}
 	b := make([]byte, 8)
 	rand.Read(b) // never fails since Go 1.24

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"slices"
 	"strconv"
 	"sync/atomic"
@@ -31,10 +30,7 @@ import (
 //
 // Run: go test -run='^$' -bench=BenchmarkRecovery -benchtime=1x ./dispatcher
 func BenchmarkRecovery(b *testing.B) {
-	n := 100000
-	if v, err := strconv.Atoi(os.Getenv("SESSIOND_BENCH_RECOVERY")); err == nil && v > 0 {
-		n = v
-	}
+	n := envCount("SESSIOND_BENCH_RECOVERY", 100000)
 	for b.Loop() {
 		runRecoveryBench(b, n)
 	}

@@ -27,15 +27,9 @@ func (d *Dispatcher) TestEndpoint(ctx context.Context, id, typ string) (*Deliver
 	if !slices.Contains(lifecycle.EventTypes, typ) {
 		return nil, invalidf("type: want one of %s", strings.Join(lifecycle.EventTypes, ", "))
 	}
-	if err := d.reloadEndpoints(ctx, false); err != nil {
+	ep, err := d.enabledEndpoint(ctx, id)
+	if err != nil {
 		return nil, err
-	}
-	ep := d.endpoints().endpoint(id)
-	switch {
-	case ep == nil:
-		return nil, ErrEndpointNotFound
-	case ep.disabledNow():
-		return nil, ErrEndpointDisabled
 	}
 	ev, err := lifecycle.NewTestEvent(typ, d.now())
 	if err != nil {
@@ -86,4 +80,20 @@ func (d *Dispatcher) deliveryEvent(ctx context.Context, sh keyspace.Shard, sessi
 	}
 	body, err := ev.TestWebhookBody()
 	return ev, body, err
+}
+
+// enabledEndpoint returns endpoint id as Redis holds it now, for a test or
+// a recovery, which an unknown or disabled endpoint cannot take.
+func (d *Dispatcher) enabledEndpoint(ctx context.Context, id string) (*endpoint, error) {
+	if err := d.reloadEndpoints(ctx, false); err != nil {
+		return nil, err
+	}
+	ep := d.endpoints().endpoint(id)
+	switch {
+	case ep == nil:
+		return nil, ErrEndpointNotFound
+	case ep.disabledNow():
+		return nil, ErrEndpointDisabled
+	}
+	return ep, nil
 }
