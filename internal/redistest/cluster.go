@@ -53,11 +53,14 @@ func StartClusterServers(ctx context.Context, dir string, opts Options) (*Cluste
 	if opts.TLS {
 		return nil, errors.New("start cluster: TLS is supported for a single server only")
 	}
-	c := &Cluster{opts: opts}
-	if err := c.start(ctx, dir); err != nil {
-		return nil, errors.Join(fmt.Errorf("start cluster: %w", err), c.Close())
-	}
-	return c, nil
+	return retryTaken(func() (*Cluster, error) {
+		c := &Cluster{opts: opts}
+		if err := c.start(ctx, dir); err != nil {
+			// A retry must not find a stale nodes.conf.
+			return nil, errors.Join(fmt.Errorf("start cluster: %w", err), c.Close(), removeAll(dir, "node0", "node1", "node2"))
+		}
+		return c, nil
+	})
 }
 
 func (c *Cluster) start(ctx context.Context, dir string) error {

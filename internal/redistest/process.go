@@ -5,10 +5,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	mrand "math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -99,7 +101,8 @@ func (p *process) unexpectedExit() error {
 	return fmt.Errorf("exited by itself: %v", p.err)
 }
 
-// FreePort asks the kernel for a free TCP port on 127.0.0.1.
+// FreePort returns a free TCP port on 127.0.0.1 below the kernel's
+// ephemeral range (see freePorts).
 func FreePort() (int, error) {
 	ports, err := freePorts(1)
 	if err != nil {
@@ -108,12 +111,61 @@ func FreePort() (int, error) {
 	return ports[0], nil
 }
 
+// Ports are picked from [portFloor, the first ephemeral port): the kernel
+// never hands those out as the local port of an outgoing connection, which
+// a port from the ephemeral range can become between the pick and the
+// server's bind (the suite's packages run at once and open thousands of
+// connections). Other listeners can still take one; a start that loses its
+// port fails with errPortTaken and is retried on fresh ports.
+const (
+	portFloor         = 20000
+	defaultEphemeral  = 32768 // Linux's default first ephemeral port
+	minPortRangeWidth = 2000
+)
+
+// errPortTaken marks a start whose port another process took between the
+// pick and the bind.
+var errPortTaken = errors.New("port taken by another process")
+
+// portAttempts bounds the starts retried after errPortTaken.
+const portAttempts = 4
+
+// retryTaken calls start until it succeeds, fails for another reason than
+// errPortTaken, or has tried portAttempts times.
+func retryTaken[T any](start func() (T, error)) (T, error) {
+	for attempt := 1; ; attempt++ {
+		v, err := start()
+		if err == nil || !errors.Is(err, errPortTaken) || attempt == portAttempts {
+			return v, err
+		}
+	}
+}
+
+// firstEphemeralPort reads the low end of the kernel's ephemeral range.
+func firstEphemeralPort() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return defaultEphemeral
+	}
+	fields := strings.Fields(string(b))
+	if len(fields) == 0 {
+		return defaultEphemeral
+	}
+	n, err := strconv.Atoi(fields[0])
+	if err != nil {
+		return defaultEphemeral
+	}
+	return n
+}
+
 // freePorts returns n distinct free ports: all n listeners stay open until
-// the last port is picked, so the kernel cannot hand out one twice.
+// the last port is picked, so none is handed out twice. They come from
+// below the ephemeral range when it leaves room, else from the kernel.
 func freePorts(n int) ([]int, error) {
 	ports := make([]int, 0, n)
+	ceiling := firstEphemeralPort()
 	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
+		l, err := listenFree(ceiling)
 		if err != nil {
 			return nil, fmt.Errorf("free port: %w", err)
 		}
@@ -121,6 +173,20 @@ func freePorts(n int) ([]int, error) {
 		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
 	}
 	return ports, nil
+}
+
+// listenFree listens on a random port in [portFloor, ceiling), or on one
+// the kernel picks when that range is too narrow or full.
+func listenFree(ceiling int) (net.Listener, error) {
+	if width := ceiling - portFloor; width >= minPortRangeWidth {
+		for range 50 {
+			port := portFloor + mrand.IntN(width)
+			if l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port))); err == nil {
+				return l, nil
+			}
+		}
+	}
+	return net.Listen("tcp", "127.0.0.1:0")
 }
 
 // pollInterval is the pause between two readiness checks.
@@ -179,6 +245,16 @@ func logTail(path string, n int) string {
 		}
 	}
 	return strings.Join(lines, "\n")
+}
+
+// removeAll removes the subdirectories of dir that a failed start left
+// behind, so a retry starts from empty ones.
+func removeAll(dir string, subdirs ...string) error {
+	var errs []error
+	for _, sub := range subdirs {
+		errs = append(errs, os.RemoveAll(filepath.Join(dir, sub)))
+	}
+	return errors.Join(errs...)
 }
 
 // mkdir creates dir (and its parents) for one process's files.

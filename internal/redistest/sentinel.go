@@ -99,14 +99,19 @@ func StartSentinelServers(ctx context.Context, dir string, opts SentinelOptions)
 	if opts.TLS {
 		return nil, errors.New("start sentinel set: TLS is supported for a single server only")
 	}
-	s := &Sentinel{name: opts.MasterName, opts: opts.Options}
-	if s.name == "" {
-		s.name = DefaultMasterName
+	name := opts.MasterName
+	if name == "" {
+		name = DefaultMasterName
 	}
-	if err := s.start(ctx, dir); err != nil {
-		return nil, errors.Join(fmt.Errorf("start sentinel set: %w", err), s.Close())
-	}
-	return s, nil
+	return retryTaken(func() (*Sentinel, error) {
+		s := &Sentinel{name: name, opts: opts.Options}
+		if err := s.start(ctx, dir); err != nil {
+			// A retry must not find a rewritten sentinel or replica
+			// configuration.
+			return nil, errors.Join(fmt.Errorf("start sentinel set: %w", err), s.Close(), removeAll(dir, "node0", "node1", "node2", "sentinel0", "sentinel1", "sentinel2"))
+		}
+		return s, nil
+	})
 }
 
 func (s *Sentinel) start(ctx context.Context, dir string) error {

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -125,11 +126,13 @@ func StartServer(ctx context.Context, dir string, opts Options) (*Server, error)
 	if err := opts.validate(); err != nil {
 		return nil, fmt.Errorf("start redis-server: %w", err)
 	}
-	port, err := FreePort()
-	if err != nil {
-		return nil, fmt.Errorf("start redis-server: %w", err)
-	}
-	return startData(ctx, dir, port, opts, nil)
+	return retryTaken(func() (*Server, error) {
+		port, err := FreePort()
+		if err != nil {
+			return nil, fmt.Errorf("start redis-server: %w", err)
+		}
+		return startData(ctx, dir, port, opts, nil)
+	})
 }
 
 // startData starts a data node on port with the configuration of opts plus
@@ -191,11 +194,28 @@ func (s *Server) startLocked(ctx context.Context) error {
 		if p.exited() {
 			return permanentError{fmt.Errorf("exited: %v", p.err)}
 		}
-		return c.Ping(ctx).Err()
+		return owns(ctx, c, p.cmd.Process.Pid)
 	})
 	if err != nil {
 		p.kill()
-		return fmt.Errorf("redis-server on %s not ready: %w\n%s", s.Addr, err, logTail(filepath.Join(s.Dir, logName), 20))
+		tail := logTail(filepath.Join(s.Dir, logName), 20)
+		if strings.Contains(tail, "Address already in use") {
+			err = errors.Join(err, errPortTaken)
+		}
+		return fmt.Errorf("redis-server on %s not ready: %w\n%s", s.Addr, err, tail)
+	}
+	return nil
+}
+
+// owns checks that the server answering c is the process pid, not another
+// one that took the port first.
+func owns(ctx context.Context, c *redis.Client, pid int) error {
+	info, err := c.Info(ctx, "server").Result()
+	if err != nil {
+		return err
+	}
+	if got := parseInfo(info)["process_id"]; got != strconv.Itoa(pid) {
+		return permanentError{fmt.Errorf("%w: process %s answers, not %d", errPortTaken, got, pid)}
 	}
 	return nil
 }

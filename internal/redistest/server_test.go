@@ -7,6 +7,7 @@ import (
 	"errors"
 	"net"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -266,4 +267,67 @@ func TestCloseReportsCrash(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "exited by itself") {
 		t.Errorf("Close after a crash: got %v, want an exit by itself", err)
 	}
+}
+
+// A port taken between the pick and the bind is reported as errPortTaken,
+// whether the taker is a plain listener (the bind fails) or another Redis
+// (which would answer PING in the new server's place).
+func TestStartOnTakenPort(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	other := Start(t)
+	_, otherPort, _ := net.SplitHostPort(other.Addr)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	takers := map[string]int{
+		"redis":    mustAtoi(t, otherPort),
+		"listener": l.Addr().(*net.TCPAddr).Port,
+	}
+	for name, port := range takers {
+		s, err := startData(ctx, t.TempDir(), port, Options{}, nil)
+		if err == nil {
+			s.Close()
+			t.Fatalf("%s: start on a taken port succeeded", name)
+		}
+		if !errors.Is(err, errPortTaken) {
+			t.Errorf("%s: error %v does not wrap errPortTaken", name, err)
+		}
+	}
+	// The other server is untouched.
+	if err := other.Client().Ping(ctx).Err(); err != nil {
+		t.Fatalf("the server on the taken port: %v", err)
+	}
+}
+
+func TestFreePortsBelowEphemeralRange(t *testing.T) {
+	ceiling := firstEphemeralPort()
+	if ceiling-portFloor < minPortRangeWidth {
+		t.Skipf("ephemeral range starts at %d: no room below it", ceiling)
+	}
+	ports, err := freePorts(6)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[int]bool{}
+	for _, p := range ports {
+		if p < portFloor || p >= ceiling {
+			t.Errorf("port %d outside [%d, %d)", p, portFloor, ceiling)
+		}
+		if seen[p] {
+			t.Errorf("port %d picked twice", p)
+		}
+		seen[p] = true
+	}
+}
+
+func mustAtoi(t *testing.T, s string) int {
+	t.Helper()
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
 }
