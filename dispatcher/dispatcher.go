@@ -207,8 +207,8 @@ func (d *Dispatcher) Start(ctx context.Context) error {
 	}
 	stop()
 	d.loops.Go(func() { d.watchEndpoints(loopCtx) })
-	for sh := range keyspace.Shards {
-		d.loops.Go(func() { d.relay(loopCtx, keyspace.Shard(sh)) })
+	for _, shards := range relayGroups(d.rdb) {
+		d.loops.Go(func() { d.relay(loopCtx, shards) })
 	}
 	d.loops.Go(func() { d.maintain(loopCtx) })
 	return nil

@@ -455,11 +455,17 @@ func (rv *receiver) serve(w http.ResponseWriter, r *http.Request) {
 	rv.mu.Unlock()
 }
 
-// receipts returns what the receiver got so far.
+// receipts returns copies of what the receiver got so far (serve still
+// writes a receipt's answerCode once the answer is sent).
 func (rv *receiver) receipts() []*receipt {
 	rv.mu.Lock()
 	defer rv.mu.Unlock()
-	return append([]*receipt(nil), rv.got...)
+	out := make([]*receipt, len(rv.got))
+	for i, r := range rv.got {
+		c := *r
+		out[i] = &c
+	}
+	return out
 }
 
 // byID returns the receipts with a webhook-id, in arrival order.

@@ -17,7 +17,8 @@ import (
 )
 
 // The relay moves events from the shards' outbox streams to the workers.
-// Each replica reads every shard's stream through one consumer group, so an
+// Each replica reads every shard's stream through one consumer group (all
+// shards in one read where they share a Redis, see relayGroups), so an
 // entry goes to one replica. For each entry and each endpoint that wants it
 // the relay hands a first attempt to the worker pool; the worker that
 // records the entry's last delivery acknowledges the entry in the same
@@ -30,8 +31,8 @@ import (
 const (
 	// relayBlock is how long one XREADGROUP waits for new entries; it
 	// returns at once when one arrives. It bounds how long Shutdown waits
-	// for the relays, and sets their idle cost (one read per shard per
-	// relayBlock).
+	// for the relays, and sets their idle cost (one read per relay per
+	// relayBlock: one relay on one Redis, one per shard on a cluster).
 	relayBlock = 2 * time.Second
 	// maintainEvery is the longest period of the maintenance loop. It is
 	// shorter when Config.ClaimIdle is under 4 s (maintainPeriod): the
@@ -61,26 +62,60 @@ type job struct {
 	body  []byte
 }
 
-// relay reads shard sh's new outbox entries until ctx is done.
-func (d *Dispatcher) relay(ctx context.Context, sh keyspace.Shard) {
+// relayGroups splits the shards among the relays: one relay reads every
+// shard with one XREADGROUP when they share a Redis (a round trip carries
+// every shard's new entries, and idle costs one read per relayBlock); on a
+// cluster, where a command's keys must share a slot, each shard has its
+// own relay.
+func relayGroups(rdb redis.UniversalClient) [][]keyspace.Shard {
+	all := make([]keyspace.Shard, keyspace.Shards)
+	for i := range all {
+		all[i] = keyspace.Shard(i)
+	}
+	if _, ok := rdb.(*redis.ClusterClient); !ok {
+		return [][]keyspace.Shard{all}
+	}
+	out := make([][]keyspace.Shard, len(all))
+	for i, sh := range all {
+		out[i] = []keyspace.Shard{sh}
+	}
+	return out
+}
+
+// batch is what one read returned from one shard's outbox.
+type batch struct {
+	shard keyspace.Shard
+	msgs  []redis.XMessage
+}
+
+// relay reads the new outbox entries of shards until ctx is done.
+func (d *Dispatcher) relay(ctx context.Context, shards []keyspace.Shard) {
 	bo := loopBackoff()
-	stream := d.keys.Outbox(sh)
-	groupReady := false
+	streams := make([]string, 0, 2*len(shards))
+	shardOf := make(map[string]keyspace.Shard, len(shards))
+	for _, sh := range shards {
+		streams = append(streams, d.keys.Outbox(sh))
+		shardOf[d.keys.Outbox(sh)] = sh
+	}
+	for range shards {
+		streams = append(streams, ">")
+	}
+	groupsReady := false
 	if d.waitEndpoints(ctx) != nil {
 		return
 	}
 	for ctx.Err() == nil {
-		if !groupReady {
-			if err := d.ensureGroup(ctx, stream); err != nil {
+		if !groupsReady {
+			if err := d.ensureGroups(ctx, streams[:len(shards)]); err != nil {
 				d.pause(ctx, bo, "create outbox consumer group", err)
 				continue
 			}
-			groupReady = true
+			groupsReady = true
 		}
 		res, err := d.rdb.XReadGroup(ctx, &redis.XReadGroupArgs{
 			Group:    relayGroup,
 			Consumer: d.consumer,
-			Streams:  []string{stream, ">"},
+			Streams:  streams,
 			Count:    int64(d.cfg.RelayBatch),
 			Block:    relayBlock,
 		}).Result()
@@ -93,19 +128,34 @@ func (d *Dispatcher) relay(ctx context.Context, sh keyspace.Shard) {
 				return
 			}
 			if isNoGroup(err) {
-				groupReady = false
+				// A stream expired empty, and its group with it.
+				groupsReady = false
 			}
 			d.pause(ctx, bo, "read outbox", err)
 			continue
 		}
-		if len(res) > 0 {
-			if err := d.handle(ctx, sh, res[0].Messages, false); err != nil && ctx.Err() == nil {
-				d.pause(ctx, bo, "relay events", err)
-				continue
+		batches := make([]batch, 0, len(res))
+		for _, st := range res {
+			if len(st.Messages) > 0 {
+				batches = append(batches, batch{shard: shardOf[st.Stream], msgs: st.Messages})
 			}
+		}
+		if err := d.handle(ctx, batches, false); err != nil && ctx.Err() == nil {
+			d.pause(ctx, bo, "relay events", err)
+			continue
 		}
 		bo.Reset()
 	}
+}
+
+// ensureGroups makes sure every stream has the outbox consumer group.
+func (d *Dispatcher) ensureGroups(ctx context.Context, streams []string) error {
+	for _, stream := range streams {
+		if err := d.ensureGroup(ctx, stream); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // ensureGroup creates the outbox consumer group of a stream, reading from
@@ -131,32 +181,36 @@ func isNoGroup(err error) bool {
 	return err != nil && strings.HasPrefix(err.Error(), "NOGROUP")
 }
 
-// handle turns a batch of shard sh's outbox entries into first attempts for
-// the workers. claimed entries were another consumer's: their deliveries
-// that have a record already are left out. An error leaves the entries
-// not yet handed over pending, for a later claim.
-func (d *Dispatcher) handle(ctx context.Context, sh keyspace.Shard, msgs []redis.XMessage, claimed bool) error {
-	var acks []string
+// handle turns batches of outbox entries into first attempts for the
+// workers, with one read of the events' details and one acknowledgement
+// of the entries nobody wants, whatever the shards. claimed entries were
+// another consumer's: their deliveries that have a record already are
+// left out. An error leaves the entries not yet handed over pending, for a
+// later claim.
+func (d *Dispatcher) handle(ctx context.Context, batches []batch, claimed bool) error {
+	acks := map[keyspace.Shard][]string{}
 	var events []*lifecycle.Event
-	for _, m := range msgs {
-		ev, err := lifecycle.ParseEvent(sh, m)
-		if err != nil {
-			d.log.Error("skipping malformed outbox entry", "cursor", m.ID, "err", err.Error())
-			acks = append(acks, m.ID)
-			continue
-		}
-		if ev.Type == lifecycle.EventPurged {
-			if err := d.dropSession(ctx, sh, ev.SessionID); err != nil {
-				return err
+	for _, b := range batches {
+		for _, m := range b.msgs {
+			ev, err := lifecycle.ParseEvent(b.shard, m)
+			if err != nil {
+				d.log.Error("skipping malformed outbox entry", "cursor", m.ID, "err", err.Error())
+				acks[b.shard] = append(acks[b.shard], m.ID)
+				continue
 			}
-			acks = append(acks, m.ID)
-			continue
+			if ev.Type == lifecycle.EventPurged {
+				if err := d.dropSession(ctx, b.shard, ev.SessionID); err != nil {
+					return err
+				}
+				acks[b.shard] = append(acks[b.shard], m.ID)
+				continue
+			}
+			if len(d.wanting(ev.Type)) == 0 {
+				acks[b.shard] = append(acks[b.shard], m.ID)
+				continue
+			}
+			events = append(events, ev)
 		}
-		if len(d.wanting(ev.Type)) == 0 {
-			acks = append(acks, m.ID)
-			continue
-		}
-		events = append(events, ev)
 	}
 	data, full, err := d.events.EventDetails(ctx, events)
 	if err != nil {
@@ -164,7 +218,7 @@ func (d *Dispatcher) handle(ctx context.Context, sh keyspace.Shard, msgs []redis
 	}
 	var done map[string]bool // claimed entries: the deliveries with a record
 	if claimed {
-		if done, err = d.recorded(ctx, sh, events); err != nil {
+		if done, err = d.recorded(ctx, events); err != nil {
 			return err
 		}
 	}
@@ -172,14 +226,14 @@ func (d *Dispatcher) handle(ctx context.Context, sh keyspace.Shard, msgs []redis
 	for i, ev := range events {
 		if !full[i] {
 			d.stats.dropped.Add(1) // purged meanwhile
-			acks = append(acks, ev.Cursor)
+			acks[ev.Shard] = append(acks[ev.Shard], ev.Cursor)
 			continue
 		}
 		body, err := ev.WebhookBody(data[i])
 		if err != nil {
 			return err
 		}
-		e := &entry{shard: sh, id: ev.Cursor}
+		e := &entry{shard: ev.Shard, id: ev.Cursor}
 		var eps []*endpoint
 		for _, ep := range d.wanting(ev.Type) {
 			if !done[recordField(ev.ID, ep.id)] {
@@ -187,7 +241,7 @@ func (d *Dispatcher) handle(ctx context.Context, sh keyspace.Shard, msgs []redis
 			}
 		}
 		if len(eps) == 0 {
-			acks = append(acks, ev.Cursor)
+			acks[ev.Shard] = append(acks[ev.Shard], ev.Cursor)
 			continue
 		}
 		e.left.Store(int32(len(eps)))
@@ -196,16 +250,22 @@ func (d *Dispatcher) handle(ctx context.Context, sh keyspace.Shard, msgs []redis
 		}
 	}
 	if len(acks) > 0 {
-		if err := d.rdb.XAck(ctx, d.keys.Outbox(sh), relayGroup, acks...).Err(); err != nil {
+		_, err := d.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for sh, ids := range acks {
+				p.XAck(ctx, d.keys.Outbox(sh), relayGroup, ids...)
+			}
+			return nil
+		})
+		if err != nil {
 			return err
 		}
 	}
 	for _, j := range jobs {
-		d.flight.add(sh, j.entry.id)
+		d.flight.add(j.entry.shard, j.entry.id)
 		select {
 		case d.jobs <- j:
 		case <-ctx.Done():
-			d.flight.remove(sh, j.entry.id) // a claim takes it over
+			d.flight.remove(j.entry.shard, j.entry.id) // a claim takes it over
 			return ctx.Err()
 		}
 	}
@@ -224,11 +284,11 @@ func (d *Dispatcher) wanting(typ string) []*endpoint {
 }
 
 // recorded returns which deliveries of events have a record already.
-func (d *Dispatcher) recorded(ctx context.Context, sh keyspace.Shard, events []*lifecycle.Event) (map[string]bool, error) {
+func (d *Dispatcher) recorded(ctx context.Context, events []*lifecycle.Event) (map[string]bool, error) {
 	p := d.rdb.Pipeline()
 	cmds := make([]*redis.StringSliceCmd, len(events))
 	for i, ev := range events {
-		cmds[i] = p.HKeys(ctx, d.keys.Deliveries(sh, ev.SessionID))
+		cmds[i] = p.HKeys(ctx, d.keys.Deliveries(ev.Shard, ev.SessionID))
 	}
 	if _, err := p.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return nil, err
@@ -359,7 +419,7 @@ func (d *Dispatcher) claim(ctx context.Context, sh keyspace.Shard) {
 		}
 		if len(msgs) > 0 {
 			d.log.Info("claimed outbox entries of a stopped relay", "entries", len(msgs))
-			if err := d.handle(ctx, sh, msgs, true); err != nil {
+			if err := d.handle(ctx, []batch{{shard: sh, msgs: msgs}}, true); err != nil {
 				if ctx.Err() == nil {
 					d.log.Warn("relay claimed events", "err", err.Error())
 				}
