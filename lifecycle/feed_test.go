@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -225,6 +226,75 @@ func TestWebhookBody(t *testing.T) {
 		for _, s := range []string{"Never-In-A-Webhook", "Nor-This", c.Token, `"person"`, `"metadata"`} {
 			if strings.Contains(string(body), s) {
 				t.Errorf("webhook body holds %q: %s", s, body)
+			}
+		}
+	})
+}
+
+// TestEventDataMatchesSession checks that each event's data, put together
+// from the outbox and the compact details hash, is the session as that
+// event left it (the fields the session's JSON has, dates to the
+// millisecond), and that a created session's details stay small enough
+// for Redis's compact hash encoding.
+func TestEventDataMatchesSession(t *testing.T) {
+	forEachTopology(t, func(t *testing.T, e *env) {
+		c := e.createWith(CreateRequest{RefID: "data-ref", FlowID: "kyc-basic"})
+		sh := e.shardOf(c.ID)
+		for f, v := range e.rdb.HGetAll(e.ctx, e.ks.EventDetails(sh, c.ID)).Val() {
+			if len(f) > 64 || len(v) > 64 {
+				t.Errorf("details field %q = %q (%d bytes): over the 64 of a compact hash", f, v, len(v))
+			}
+		}
+		code := 42
+		snapshots := []*Session{&c.Session}
+		steps := []func() (*Session, error){
+			func() (*Session, error) {
+				return e.svc.Update(e.ctx, c.ID, UpdateRequest{Tags: &[]string{"vip", "eu"}})
+			},
+			func() (*Session, error) { return e.svc.Progress(e.ctx, c.ID, StatusStarted) },
+			func() (*Session, error) { return e.svc.Progress(e.ctx, c.ID, StatusSubmitted) },
+			func() (*Session, error) {
+				return e.svc.Decide(e.ctx, c.ID, DecisionRequest{Status: StatusDeclined, Reason: "document expired", ReasonCode: &code})
+			},
+		}
+		for _, step := range steps {
+			e.clock.Advance(1234 * time.Millisecond)
+			s, err := step()
+			if err != nil {
+				t.Fatal(err)
+			}
+			snapshots = append(snapshots, s)
+		}
+		evs := e.events(c.ID)
+		data, full, err := e.svc.EventDetails(e.ctx, evs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Each event here moves to a new status: the first snapshot in
+		// a status is what its event left (the update makes none).
+		byStatus := map[Status]*Session{}
+		for _, s := range snapshots {
+			if byStatus[s.Status] == nil {
+				byStatus[s.Status] = s
+			}
+		}
+		if len(evs) != 4 {
+			t.Fatalf("%d events, want 4", len(evs))
+		}
+		for i, ev := range evs {
+			if !full[i] {
+				t.Fatalf("event %s: details missing", ev.Type)
+			}
+			want := byStatus[data[i].Status]
+			got, _ := json.Marshal(data[i])
+			var g, w map[string]any
+			json.Unmarshal(got, &g)
+			wb, _ := json.Marshal(want)
+			json.Unmarshal(wb, &w)
+			for _, k := range []string{"id", "ref_id", "flow_id", "status", "created_at", "updated_at", "expires_at", "tags", "decision"} {
+				if fmt.Sprint(g[k]) != fmt.Sprint(w[k]) {
+					t.Errorf("%s (seq %d): %s = %v, the session had %v", ev.Type, data[i].Sequence, k, g[k], w[k])
+				}
 			}
 		}
 	})

@@ -203,15 +203,20 @@ func (e *env) shardOf(id string) keyspace.Shard {
 // is none.
 func (e *env) record(id string) *record {
 	e.t.Helper()
-	vals, err := e.rdb.HMGet(e.ctx, e.ks.Session(e.shardOf(id), id), "v", "r").Result()
+	val, err := e.rdb.Get(e.ctx, e.ks.Session(e.shardOf(id), id)).Result()
+	if errors.Is(err, redis.Nil) {
+		return nil
+	}
 	if err != nil {
 		e.t.Fatalf("read record %s: %v", id, err)
 	}
-	raw, ok := vals[1].(string)
-	if !ok {
-		return nil
+	// The stored form, parsed here apart from the store's own code:
+	// "<version> <json>".
+	vs, raw, _ := strings.Cut(val, " ")
+	v, err := strconv.ParseInt(vs, 10, 64)
+	if err != nil || v <= 0 {
+		e.t.Fatalf("record %s: version %q", id, vs)
 	}
-	v, _ := strconv.ParseInt(vals[0].(string), 10, 64)
 	r, err := decodeRecord(raw, v)
 	if err != nil {
 		e.t.Fatalf("decode record %s: %v", id, err)
@@ -339,7 +344,7 @@ func assertSameSnapshot(t testing.TB, before, after map[string]string) {
 func (e *env) sessionState(id string) string {
 	e.t.Helper()
 	sh := e.shardOf(id)
-	rec, _ := e.rdb.HGetAll(e.ctx, e.ks.Session(sh, id)).Result()
+	rec, _ := e.rdb.Get(e.ctx, e.ks.Session(sh, id)).Result()
 	pii, _ := e.rdb.Get(e.ctx, e.ks.Personal(sh, id)).Result()
 	det, _ := e.rdb.HGetAll(e.ctx, e.ks.EventDetails(sh, id)).Result()
 	return fmt.Sprintf("%v|%s|%v|events=%d", rec, pii, det, len(e.events(id)))
@@ -413,7 +418,14 @@ func (e *env) checkSession(id string) {
 	}
 	// The purge falls due PurgeLead before the record's TTL ends.
 	wantPurge = wantPurge.Add(-cfg.PurgeLead)
-	if !in(purgeDue) || purgeDue.Val() != ms(wantPurge) {
+	switch {
+	case live && rec.Status.Pending() && rec.ExpiresAt != nil:
+		// Its expiry adds the entry; one left from before falls due
+		// earlier and is put back by the purge.
+		if in(purgeDue) && purgeDue.Val() > ms(wantPurge) {
+			t.Errorf("session %s (pending): due:purge score %v later than %v", id, purgeDue.Val(), wantPurge)
+		}
+	case !in(purgeDue) || purgeDue.Val() != ms(wantPurge):
 		t.Errorf("session %s: due:purge score %v (%v), want %v", id, purgeDue.Val(), purgeDue.Err(), wantPurge)
 	}
 	if owns := refOwner.Val() == id; owns != (live && rec.Status.Active()) {

@@ -142,11 +142,11 @@ func (s *Service) List(ctx context.Context, q ListQuery) (*Page, error) {
 // by its TTL before a purge ran.
 func (s *Service) loadMembers(ctx context.Context, members []shardMember, m *merge) ([]*record, error) {
 	p := s.rdb.Pipeline()
-	recs := make([]*redis.SliceCmd, len(members))
+	recs := make([]*redis.StringCmd, len(members))
 	piis := make([]*redis.StringCmd, len(members))
 	for i, mb := range members {
 		id := memberID(mb.member)
-		recs[i] = p.HMGet(ctx, s.keys.Session(mb.shard, id), "v", "r")
+		recs[i] = p.Get(ctx, s.keys.Session(mb.shard, id))
 		piis[i] = p.Get(ctx, s.keys.Personal(mb.shard, id))
 	}
 	if _, err := p.Exec(ctx); err != nil && err != redis.Nil {

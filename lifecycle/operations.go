@@ -349,7 +349,7 @@ func (s *Service) readRef(ctx context.Context, sh keyspace.Shard, refKey string,
 		return nil, fmt.Errorf("read ref: %w", err)
 	}
 	res, ok := reply.([]any)
-	if !ok || len(res) != 4 {
+	if !ok || len(res) != 3 {
 		if n, _ := reply.(int64); n == -1 {
 			return nil, ErrReplayed
 		}
@@ -357,16 +357,16 @@ func (s *Service) readRef(ctx context.Context, sh keyspace.Shard, refKey string,
 	}
 	str := func(i int) string { v, _ := res[i].(string); return v }
 	or := &ownerRead{id: str(0)}
-	if or.id == "" || str(2) == "" {
+	if or.id == "" || str(1) == "" {
 		return or, nil
 	}
 	pii := redis.NewStringCmd(ctx)
-	if p := str(3); p != "" {
+	if p := str(2); p != "" {
 		pii.SetVal(p)
 	} else {
 		pii.SetErr(redis.Nil)
 	}
-	rec, err := s.decode([]any{str(1), str(2)}, pii, true)
+	rec, err := s.decode(str(1), pii, true)
 	if err != nil {
 		return nil, err
 	}

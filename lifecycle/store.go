@@ -8,6 +8,7 @@ import (
 	"fmt"
 	mrand "math/rand/v2"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -43,7 +44,7 @@ type record struct {
 	// TokenExpiresAt is when the current token stops working, on the
 	// injected clock; nil when there is none.
 	TokenExpiresAt *Time `json:"token_expires_at,omitempty"`
-	// TokenHash is the sha256 of the current token, "" when there is none;
+	// TokenHash is hashToken of the current token, "" when there is none;
 	// the token key maps it back to the session.
 	TokenHash string `json:"token_hash,omitempty"`
 	// Links are keys outside the session's slot that hold a copy of its
@@ -56,6 +57,28 @@ type record struct {
 type personal struct {
 	Person   json.RawMessage `json:"person,omitempty"`
 	Metadata json.RawMessage `json:"metadata,omitempty"`
+}
+
+// A session's record key is a string: the version, a space, then the
+// record's JSON. A string costs less than a hash (whose JSON value would
+// exceed Redis's compact encoding), and commit.lua reads the version
+// with GETRANGE.
+
+// encodeStored is the value of a record key.
+func encodeStored(version int64, body []byte) string {
+	return strconv.FormatInt(version, 10) + " " + string(body)
+}
+
+// splitStored splits a record key's value into its version and JSON.
+func splitStored(val string) (version int64, raw string, err error) {
+	vs, raw, ok := strings.Cut(val, " ")
+	if ok {
+		version, err = strconv.ParseInt(vs, 10, 64)
+	}
+	if !ok || err != nil || version <= 0 {
+		return 0, "", fmt.Errorf("session record: malformed version %.20q", val)
+	}
+	return version, raw, nil
 }
 
 // decodeRecord decodes a stored session record.
@@ -121,7 +144,7 @@ func (s *Service) readWith(ctx context.Context, sh keyspace.Shard, id string, o 
 	if o.once != "" {
 		once = p.SetNX(ctx, o.once, 1, o.onceTTL)
 	}
-	rec := p.HMGet(ctx, s.keys.Session(sh, id), "v", "r")
+	rec := p.Get(ctx, s.keys.Session(sh, id))
 	pii := p.Get(ctx, s.keys.Personal(sh, id))
 	var ev *redis.MapStringStringCmd
 	if withDetails {
@@ -140,20 +163,15 @@ func (s *Service) readWith(ctx context.Context, sh keyspace.Shard, id string, o 
 	return r, ev.Val(), nil
 }
 
-// decode turns an HMGET v r reply and a personal data reply into a
-// record.
-func (s *Service) decode(vals []any, pii *redis.StringCmd, withDeleted bool) (*record, error) {
-	if len(vals) != 2 {
+// decode turns a record key's value ("" when there is none) and a
+// personal data reply into a record.
+func (s *Service) decode(val string, pii *redis.StringCmd, withDeleted bool) (*record, error) {
+	if val == "" {
 		return nil, ErrNotFound
 	}
-	vs, _ := vals[0].(string)
-	raw, ok := vals[1].(string)
-	if !ok {
-		return nil, ErrNotFound
-	}
-	version, err := strconv.ParseInt(vs, 10, 64)
+	version, raw, err := splitStored(val)
 	if err != nil {
-		return nil, fmt.Errorf("session record version %q: %w", vs, err)
+		return nil, err
 	}
 	r, err := decodeRecord(raw, version)
 	if err != nil {

@@ -259,9 +259,9 @@ func TestTransactionsAreAtomic(t *testing.T) {
 			return id
 		}, run(WorkExpire)},
 	}
-	// lastWrite is the due index each commit writes last: purge but for
+	// lastWrite is the due index each commit writes last: expire but for
 	// these.
-	lastWrite := map[string]WorkKind{"drop_due": WorkExpire}
+	lastWrite := map[string]WorkKind{"purge_not_due": WorkPurge}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -281,7 +281,7 @@ func TestTransactionsAreAtomic(t *testing.T) {
 				// A key of the wrong type where the commit writes last: a
 				// due index of the shard.
 				p.set(nil, nil)
-				due := e.svc.DueKey(sh, cmp.Or(lastWrite[tc.name], WorkPurge))
+				due := e.svc.DueKey(sh, cmp.Or(lastWrite[tc.name], WorkExpire))
 				saved, err := e.rdb.Dump(e.ctx, due).Result()
 				if err != nil && !errors.Is(err, redis.Nil) {
 					t.Fatal(err)
@@ -422,8 +422,8 @@ func TestMinReplicas(t *testing.T) {
 	}
 	// WAIT returned: the replica holds the change.
 	key := e.ks.Session(e.shardOf(c.ID), c.ID)
-	if got, want := rc.HGet(e.ctx, key, "v").Val(), e.rdb.HGet(e.ctx, key, "v").Val(); got != want {
-		t.Errorf("replica holds version %q, master %q", got, want)
+	if got, want := rc.Get(e.ctx, key).Val(), e.rdb.Get(e.ctx, key).Val(); got != want {
+		t.Errorf("replica holds record %q, master %q", got, want)
 	}
 
 	pid := replica.Pid()

@@ -112,8 +112,7 @@ func (s *Service) write(t *tx, c *change, now time.Time) error {
 	if err != nil {
 		return fmt.Errorf("encode session %s: %w", id, err)
 	}
-	t.op("HSET", recKey, "v", r.Version, "r", body)
-	t.expireAt(recKey, now, purge)
+	t.setUntil(recKey, encodeStored(r.Version, body), now, purge)
 
 	piiKey := k.Personal(sh, id)
 	if r.DeletedAt == nil && r.RedactedAt == nil && (len(r.Person) > 0 || len(r.Metadata) > 0) {
@@ -162,23 +161,33 @@ func (s *Service) write(t *tx, c *change, now time.Time) error {
 		t.op("DEL", refKey)
 	}
 
-	// Due indexes.
-	expireDue, redactDue := k.Due(sh, string(WorkExpire)), k.Due(sh, string(WorkRedact))
-	if r.DeletedAt == nil && r.Status.Pending() && r.ExpiresAt != nil {
-		t.op("ZADD", expireDue, r.ExpiresAt.UnixMilli(), id)
-		t.extendTo(expireDue, now, purge)
-	} else if c.old != nil {
-		t.op("ZREM", expireDue, id)
-	}
+	// Due indexes. The expiry's comes last: every write of a session
+	// touches it (an add while pending, else a removal), so it is the
+	// commit's last typed write.
+	redactDue := k.Due(sh, string(WorkRedact))
 	if r.DeletedAt == nil && r.Status.Terminal() && r.RedactedAt == nil {
 		t.op("ZADD", redactDue, s.redactAt(r).UnixMilli(), id)
 		t.extendTo(redactDue, now, purge)
 	} else if c.old != nil {
 		t.op("ZREM", redactDue, id)
 	}
-	purgeDue := k.Due(sh, string(WorkPurge))
-	t.op("ZADD", purgeDue, s.purgeDue(r).UnixMilli(), id)
-	t.extendTo(purgeDue, now, purge)
+	// A pending session with a time limit needs no purge entry yet: its
+	// expiry, or whatever moves it on first, is a write that adds one. An
+	// entry left from before is harmless (the purge puts a session that
+	// is not due back at its time).
+	pendingTimed := r.DeletedAt == nil && r.Status.Pending() && r.ExpiresAt != nil
+	if !pendingTimed {
+		purgeDue := k.Due(sh, string(WorkPurge))
+		t.op("ZADD", purgeDue, s.purgeDue(r).UnixMilli(), id)
+		t.extendTo(purgeDue, now, purge)
+	}
+	expireDue := k.Due(sh, string(WorkExpire))
+	if pendingTimed {
+		t.op("ZADD", expireDue, r.ExpiresAt.UnixMilli(), id)
+		t.extendTo(expireDue, now, purge)
+	} else if c.old != nil {
+		t.op("ZREM", expireDue, id)
+	}
 
 	if revoke && c.oldToken != "" {
 		t.op("DEL", k.Token(sh, c.oldToken))

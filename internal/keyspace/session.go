@@ -9,12 +9,13 @@ import (
 // in the shard of the session's ref_id; the session id and the token name
 // that shard (SessionShard, TokenShard), so reads need no look-up.
 //
-//	<ns>:{<tag>}:s:<id>            hash    the session record: v (version), r (JSON, no personal data)
+//	<ns>:{<tag>}:s:<id>            string  the session record: "<version> <JSON, no personal data>"
 //	<ns>:{<tag>}:p:<id>            string  person and metadata (JSON); TTL ends with retention
-//	<ns>:{<tag>}:tok:<sha256 hex>  string  session id of a live token; TTL the token's lifetime
+//	<ns>:{<tag>}:tok:<hash>        string  session id of a live token (hash: base64url of the
+//	                                       first 128 bits of its SHA-256); TTL the token's lifetime
 //	<ns>:{<tag>}:ref:<ref_id>      string  id of the ref_id's active session
 //	<ns>:{<tag>}:ev:<id>           hash    the session's event details: "_" the constant part,
-//	                                       <event id> the rest of each event's data (JSON)
+//	                                       <event id> the rest of each event's data (compact JSON)
 //	<ns>:{<tag>}:dl:<id>           hash    the session's webhook deliveries (dispatcher)
 //	<ns>:{<tag>}:idx:all           zset    every live session of the shard, member IndexMember
 //	<ns>:{<tag>}:idx:st:<status>   zset    the shard's sessions by status

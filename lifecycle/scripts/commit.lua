@@ -5,8 +5,9 @@
 -- KEYS     every key the change reads or writes
 -- ARGV[1]  the number of guards, then for each guard: type, key index,
 --          value:
---            v  HGET key v equals value ("" means the key does not exist):
---               a session record's version
+--            v  the version that starts the string at key (digits, then
+--               a space) equals value ("" means the key does not exist):
+--               a session record's
 --            g  GET key equals value ("" means it does not exist)
 --            n  the key does not exist (a nonce; a write then sets it)
 --          then the writes, each: n, command, key index, n arguments;
@@ -28,7 +29,8 @@ for _ = 1, tonumber(ARGV[1]) do
   local kind, key, want = ARGV[i], KEYS[tonumber(ARGV[i + 1])], ARGV[i + 2]
   i = i + 3
   if kind == 'v' then
-    if (redis.call('HGET', key, 'v') or '') ~= want then return 0 end
+    local head = redis.call('GETRANGE', key, 0, 20)
+    if (string.match(head, '^(%d+) ') or '') ~= want then return 0 end
   elseif kind == 'g' then
     if (redis.call('GET', key) or '') ~= want then return 0 end
   elseif redis.call('EXISTS', key) == 1 then

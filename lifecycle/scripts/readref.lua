@@ -8,11 +8,10 @@
 -- ARGV[3]  the nonce's TTL in ms ("" when there is no nonce)
 --
 -- Returns -1 when the nonce was spent already (nothing read); otherwise
--- {owner id or "", record version or "", record JSON or "", personal data or ""}.
+-- {owner id or "", record or "", personal data or ""}.
 if ARGV[3] ~= '' then
   if redis.call('SET', KEYS[2], 1, 'NX', 'PX', ARGV[3]) == false then return -1 end
 end
 local owner = redis.call('GET', KEYS[1])
-if not owner then return {'', '', '', ''} end
-local rec = redis.call('HMGET', ARGV[1] .. owner, 'v', 'r')
-return {owner, rec[1] or '', rec[2] or '', redis.call('GET', ARGV[2] .. owner) or ''}
+if not owner then return {'', '', ''} end
+return {owner, redis.call('GET', ARGV[1] .. owner) or '', redis.call('GET', ARGV[2] .. owner) or ''}
