@@ -217,7 +217,7 @@ func (e *env) record(id string) *record {
 	if err != nil || v <= 0 {
 		e.t.Fatalf("record %s: version %q", id, vs)
 	}
-	r, err := decodeRecord(raw, v)
+	r, err := decodeRecord(id, raw, v)
 	if err != nil {
 		e.t.Fatalf("decode record %s: %v", id, err)
 	}

@@ -154,7 +154,7 @@ func (s *Service) loadMembers(ctx context.Context, members []shardMember, m *mer
 	}
 	out := make([]*record, 0, len(members))
 	for i, mb := range members {
-		r, err := s.decode(recs[i].Val(), piis[i], true)
+		r, err := s.decode(memberID(mb.member), recs[i].Val(), piis[i], true)
 		if errors.Is(err, ErrNotFound) {
 			// The record's TTL ran out before a purge ran: drop the
 			// member, guarded on the record's absence. Best effort: the

@@ -366,7 +366,7 @@ func (s *Service) readRef(ctx context.Context, sh keyspace.Shard, refKey string,
 	} else {
 		pii.SetErr(redis.Nil)
 	}
-	rec, err := s.decode(str(1), pii, true)
+	rec, err := s.decode(or.id, str(1), pii, true)
 	if err != nil {
 		return nil, err
 	}

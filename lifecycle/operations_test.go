@@ -60,6 +60,11 @@ func TestCreateKeys(t *testing.T) {
 			t.Errorf("token_expires_at %v, want %v", c.TokenExpiresAt, testStart.Add(testTokenTTL))
 		}
 		e.checkSession(c.ID)
+		// The record keeps neither what its key names (the id) nor
+		// retain_from while it is updated_at.
+		if raw := e.rdb.Get(e.ctx, k.Session(sh, c.ID)).Val(); strings.Contains(raw, c.ID) || strings.Contains(raw, "retain_from") {
+			t.Errorf("stored record %s", raw)
+		}
 
 		var ve *ValidationError
 		for _, bad := range []CreateRequest{

@@ -36,8 +36,8 @@ type record struct {
 	// resume returns to it.
 	ExpiredFrom Status `json:"expired_from,omitempty"`
 	// RetainFrom is when retention starts counting: the last change other
-	// than a redaction.
-	RetainFrom Time `json:"retain_from"`
+	// than a redaction. It is stored only when it is not UpdatedAt.
+	RetainFrom Time `json:"retain_from,omitzero"`
 	// DeletedAt marks a deleted session: gone from every read, purged at
 	// DeletedAt+PurgeAfter.
 	DeletedAt *Time `json:"deleted_at,omitempty"`
@@ -81,11 +81,32 @@ func splitStored(val string) (version int64, raw string, err error) {
 	return version, raw, nil
 }
 
-// decodeRecord decodes a stored session record.
-func decodeRecord(raw string, version int64) (*record, error) {
+// encodeRecord is the JSON a record key keeps of r: without personal data,
+// and without what decodeRecord puts back (the id, which the key names;
+// retain_from when it is updated_at).
+func encodeRecord(r *record) ([]byte, error) {
+	stored := r.clone()
+	stored.Person, stored.Metadata = nil, nil
+	stored.ID = ""
+	if stored.RetainFrom.Equal(stored.UpdatedAt.Time) {
+		stored.RetainFrom = Time{}
+	}
+	b, err := json.Marshal(stored)
+	if err != nil {
+		return nil, fmt.Errorf("encode session %s: %w", r.ID, err)
+	}
+	return b, nil
+}
+
+// decodeRecord decodes the stored record of session id.
+func decodeRecord(id, raw string, version int64) (*record, error) {
 	r := new(record)
 	if err := json.Unmarshal([]byte(raw), r); err != nil {
 		return nil, fmt.Errorf("decode session record: %w", err)
+	}
+	r.ID = id
+	if r.RetainFrom.IsZero() {
+		r.RetainFrom = r.UpdatedAt
 	}
 	if r.Tags == nil {
 		r.Tags = []string{}
@@ -156,16 +177,16 @@ func (s *Service) readWith(ctx context.Context, sh keyspace.Shard, id string, o 
 	if once != nil && !once.Val() {
 		return nil, nil, ErrReplayed
 	}
-	r, err := s.decode(rec.Val(), pii, withDeleted)
+	r, err := s.decode(id, rec.Val(), pii, withDeleted)
 	if err != nil || ev == nil {
 		return r, nil, err
 	}
 	return r, ev.Val(), nil
 }
 
-// decode turns a record key's value ("" when there is none) and a
-// personal data reply into a record.
-func (s *Service) decode(val string, pii *redis.StringCmd, withDeleted bool) (*record, error) {
+// decode turns the value of session id's record key ("" when there is
+// none) and a personal data reply into a record.
+func (s *Service) decode(id, val string, pii *redis.StringCmd, withDeleted bool) (*record, error) {
 	if val == "" {
 		return nil, ErrNotFound
 	}
@@ -173,7 +194,7 @@ func (s *Service) decode(val string, pii *redis.StringCmd, withDeleted bool) (*r
 	if err != nil {
 		return nil, err
 	}
-	r, err := decodeRecord(raw, version)
+	r, err := decodeRecord(id, raw, version)
 	if err != nil {
 		return nil, err
 	}

@@ -20,7 +20,8 @@ func TestRedactDue(t *testing.T) {
 		if _, err := e.svc.Progress(e.ctx, active.ID, StatusSubmitted); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := e.svc.Cancel(e.ctx, c.ID); err != nil {
+		canceled, err := e.svc.Cancel(e.ctx, c.ID)
+		if err != nil {
 			t.Fatal(err)
 		}
 		due := e.clock.Now().Add(testRetention)
@@ -52,6 +53,11 @@ func TestRedactDue(t *testing.T) {
 		}
 		if s := e.get(c.ID); s.Person != nil || s.RedactedAt == nil {
 			t.Errorf("after retention: %+v", s)
+		}
+		// The redaction moved updated_at, not the start of the record's
+		// retention: the record's purge stays where the cancel put it.
+		if at, ok := e.dueAt(WorkPurge, c.ID); !ok || !at.Equal(canceled.UpdatedAt.Add(testRecordRetention-e.svc.Config().PurgeLead)) {
+			t.Errorf("due:purge after the redaction %v (%v), want record retention after the cancel at %v", at, ok, canceled.UpdatedAt)
 		}
 		if s := e.get(active.ID); string(s.Person) != `{"name":"S"}` {
 			t.Errorf("the active session lost its personal data: %+v", s)

@@ -106,11 +106,9 @@ func (s *Service) write(t *tx, c *change, now time.Time) error {
 		}
 	}
 
-	stored := r.clone()
-	stored.Person, stored.Metadata = nil, nil
-	body, err := json.Marshal(stored)
+	body, err := encodeRecord(r)
 	if err != nil {
-		return fmt.Errorf("encode session %s: %w", id, err)
+		return err
 	}
 	t.setUntil(recKey, encodeStored(r.Version, body), now, purge)
 
