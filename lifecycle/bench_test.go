@@ -2,6 +2,7 @@ package lifecycle
 
 import (
 	"context"
+	"slices"
 	"strconv"
 	"sync/atomic"
 	"testing"
@@ -15,20 +16,28 @@ import (
 // and answered) and the operations per second.
 
 // roundTrips counts the round trips a client makes: one per command, one
-// per pipeline.
+// per pipeline, leaving out a new connection's handshake (HELLO, CLIENT
+// SETINFO), which depends on the pool, not on the operation.
 type roundTrips struct{ n atomic.Int64 }
+
+func handshake(cmd redis.Cmder) bool { return cmd.Name() == "hello" || cmd.Name() == "client" }
 
 func (r *roundTrips) DialHook(next redis.DialHook) redis.DialHook { return next }
 
 func (r *roundTrips) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
-		r.n.Add(1)
+		if !handshake(cmd) {
+			r.n.Add(1)
+		}
 		return next(ctx, cmd)
 	}
 }
 
 func (r *roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []redis.Cmder) error {
+		if !slices.ContainsFunc(cmds, func(c redis.Cmder) bool { return !handshake(c) }) {
+			return next(ctx, cmds)
+		}
 		r.n.Add(1)
 		return next(ctx, cmds)
 	}

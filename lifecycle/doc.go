@@ -16,7 +16,9 @@
 //     checks the versions the change was decided on and applies all its
 //     writes (record, personal data, token, ref, indexes, due indexes,
 //     outbox, event details) together, or none. A moved version means
-//     read again. The script checks every write before it makes the first
+//     read again. A change of a record this process committed in the last
+//     seconds skips the read (known.go): the commit's version guard proves
+//     it current. The script checks every write before it makes the first
 //     (Redis does not undo a script that fails half way). Repairs of an
 //     index (a stale due entry or list member) are commits too, guarded on
 //     what they repair; the only writes outside the script are a Once

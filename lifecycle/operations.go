@@ -46,6 +46,11 @@ func (s *Service) mutate(ctx context.Context, id string, o options, spec mutateS
 	if !ok {
 		return mutation{}, ErrNotFound
 	}
+	if !spec.readDetails {
+		if m, ok, err := s.mutateKnown(ctx, sh, id, o, spec, ed); ok {
+			return m, err
+		}
+	}
 	for attempt := 0; attempt < maxTxAttempts; attempt++ {
 		if attempt > 0 {
 			if err := backoff(ctx); err != nil {
@@ -132,8 +137,10 @@ func (s *Service) mutateOnce(ctx context.Context, sh keyspace.Shard, id string, 
 	}
 	err = s.commit(ctx, t)
 	if err != nil && !errors.Is(err, ErrNotDurable) {
+		s.known.drop(id)
 		return mutation{}, err
 	}
+	s.known.put(r.clone(), now)
 	for _, c := range changes {
 		s.afterCommit(ctx, c)
 	}
@@ -423,6 +430,7 @@ func (s *Service) createNew(ctx context.Context, sh keyspace.Shard, req CreateRe
 	if err != nil && !errors.Is(err, ErrNotDurable) {
 		return nil, err
 	}
+	s.known.put(r.clone(), now)
 	for _, c := range changes {
 		s.afterCommit(ctx, c)
 	}
@@ -466,6 +474,7 @@ func (s *Service) createBeside(ctx context.Context, sh keyspace.Shard, req Creat
 		if err != nil && !errors.Is(err, ErrNotDurable) {
 			return nil, err
 		}
+		s.known.put(r.clone(), now)
 		s.afterCommit(ctx, c)
 		return &Created{Session: r.Session, Token: token, TokenExpiresAt: *r.TokenExpiresAt}, err
 	case r.Status.Active():

@@ -163,6 +163,9 @@ type Service struct {
 	rdb  redis.UniversalClient
 	keys keyspace.Space
 	now  func() time.Time
+	// known are the records committed last, for changes without a read
+	// (known.go).
+	known knownRecords
 }
 
 // New returns a Service storing sessions in rdb.
@@ -185,8 +188,9 @@ type options struct {
 	onceTTL time.Duration
 }
 
-// Once spends key (SET NX, kept for ttl) in the operation's first read, in
-// the same round trip; if it was spent already the operation returns
+// Once spends key (SET NX, kept for ttl) in the operation's first round
+// trip (its read, or its commit when it needs no read); if it was spent
+// already the operation returns
 // ErrReplayed and reads and changes nothing. The key must be in the shard
 // of the session the operation acts on (ShardOfSession, ShardOfRef): the
 // admin API keeps request nonces this way.
