@@ -1,7 +1,8 @@
 // Package dispatcher turns lifecycle events into signed webhook deliveries.
 //
-// A relay per shard reads the shard's outbox stream through a Redis
-// consumer group and hands each event's delivery to every endpoint that
+// The relay reads the shards' outbox streams through a Redis consumer
+// group (all shards in one read on one Redis, one relay per shard on a
+// cluster) and hands each event's delivery to every endpoint that
 // wants it to an in-process worker pool, which makes the first attempt at
 // once. What follows goes through Asynq, so operators see it in the queue
 // UI: retries on the configured schedule, deferrals while an endpoint's
