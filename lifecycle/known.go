@@ -24,8 +24,10 @@ import (
 const (
 	// knownFor is how long a committed record is used without a read.
 	knownFor = 5 * time.Second
-	// knownMax bounds the records kept (a few hundred bytes each).
-	knownMax = 8192
+	// knownMax bounds the records kept, and knownMaxPersonal the personal
+	// data of one (a larger one takes the read): at most about 20 MiB.
+	knownMax         = 4096
+	knownMaxPersonal = 4 << 10
 	// knownMargin keeps a record from being used close to the end of its
 	// personal data's TTL (at redactAt), which Redis enforces on its own.
 	knownMargin = time.Second
@@ -58,12 +60,12 @@ func (k *knownRecords) get(id string, now time.Time) *record {
 	return kr.rec
 }
 
-// put keeps r, just committed at now; a deleted record is dropped
-// instead.
+// put keeps r, just committed at now; a deleted record, or one with more
+// than knownMaxPersonal bytes of personal data, is dropped instead.
 func (k *knownRecords) put(r *record, now time.Time) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if r.DeletedAt != nil {
+	if r.DeletedAt != nil || len(r.Person)+len(r.Metadata) > knownMaxPersonal {
 		delete(k.m, r.ID)
 		return
 	}

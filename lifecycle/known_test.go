@@ -108,6 +108,10 @@ func TestKnownRecordsBounded(t *testing.T) {
 	}
 	deleted := At(now)
 	k.put(&record{Session: Session{ID: "gone"}, DeletedAt: &deleted}, now)
+	k.put(&record{Session: Session{ID: "big", Metadata: make([]byte, knownMaxPersonal+1)}}, now)
+	if k.get("big", now) != nil {
+		t.Error("a record with more than knownMaxPersonal bytes of personal data is kept")
+	}
 	if k.get("gone", now) != nil {
 		t.Error("a deleted record is kept")
 	}
