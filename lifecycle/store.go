@@ -75,7 +75,9 @@ func splitStored(val string) (version int64, raw string, err error) {
 	if ok {
 		version, err = strconv.ParseInt(vs, 10, 64)
 	}
-	if !ok || err != nil || version <= 0 {
+	// Only the form encodeStored writes: commit.lua compares the digits
+	// as a string, so "012" or "+12" would never match version 12.
+	if !ok || err != nil || version <= 0 || strconv.FormatInt(version, 10) != vs {
 		return 0, "", fmt.Errorf("session record: malformed version %.20q", val)
 	}
 	return version, raw, nil

@@ -5,7 +5,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -513,4 +515,39 @@ func TestCommitChecksWrites(t *testing.T) {
 	if err := e.svc.commit(e.ctx, tx); err != nil {
 		t.Fatalf("a key deleted, then made a sorted set: %v", err)
 	}
+}
+
+// storedForm is the record key's value as the format says: the version
+// (decimal, no sign, no leading zero), a space, the JSON.
+var storedForm = regexp.MustCompile(`(?s)^([1-9][0-9]*) (.*)$`)
+
+// FuzzStoredRecord checks the record key's value format: whatever the
+// JSON, "<version> <json>" splits back into the same version and JSON;
+// and a value that is not of that form (written apart from encodeStored,
+// with strconv) is refused, never mistaken for another version.
+func FuzzStoredRecord(f *testing.F) {
+	f.Add(int64(1), `{"status":"created"}`, "1 {}")
+	f.Add(int64(12), "", "12x {}")
+	f.Add(int64(1<<62), " leading space", " 1 {}")
+	f.Fuzz(func(t *testing.T, version int64, body, raw string) {
+		if version > 0 {
+			v, got, err := splitStored(encodeStored(version, []byte(body)))
+			if err != nil || v != version || got != body {
+				t.Fatalf("split(encode(%d, %q)) = %d, %q, %v", version, body, v, got, err)
+			}
+		}
+		v, rest, err := splitStored(raw)
+		m := storedForm.FindStringSubmatch(raw)
+		if err != nil {
+			if m != nil && len(m[1]) < 19 {
+				t.Fatalf("split(%q) refused a well-formed value: %v", raw, err)
+			}
+			return
+		}
+		// Accepted: raw must be a positive decimal without a leading
+		// zero or sign, a space, then the rest.
+		if m == nil || m[2] != rest || m[1] != fmt.Sprint(v) {
+			t.Fatalf("split(%q) = %d, %q: not the value's own version", raw, v, rest)
+		}
+	})
 }
