@@ -35,10 +35,9 @@ func (r *roundTrips) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 
 func (r *roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []redis.Cmder) error {
-		if !slices.ContainsFunc(cmds, func(c redis.Cmder) bool { return !handshake(c) }) {
-			return next(ctx, cmds)
+		if slices.ContainsFunc(cmds, func(c redis.Cmder) bool { return !handshake(c) }) {
+			r.n.Add(1)
 		}
-		r.n.Add(1)
 		return next(ctx, cmds)
 	}
 }

@@ -1,12 +1,9 @@
 package lifecycle
 
 import (
-	"context"
 	"errors"
 	"sync"
 	"time"
-
-	"github.com/sessiond/sessiond/internal/keyspace"
 )
 
 // A session's changes usually come one after another through the same
@@ -101,61 +98,18 @@ func (k *knownRecords) drop(id string) {
 	delete(k.m, id)
 }
 
-// mutateKnown applies ed to the record this process last committed for
-// session id, without reading it, and commits with the version guard and
-// the nonce of o. ok is false when the change must take the usual read:
-// nothing known, the edit refused or had nothing to do, the change
-// displaces the ref_id's active session or erases personal data, or the
-// record moved since (the commit wrote nothing, not even the nonce).
-func (s *Service) mutateKnown(ctx context.Context, sh keyspace.Shard, id string, o options, spec mutateSpec, ed edit) (m mutation, ok bool, err error) {
+// errNeedRead is apply's answer when a change tried on a known record
+// must be decided on a read instead; nothing was written.
+var errNeedRead = errors.New("change needs a read")
+
+// knownRecord returns the record this process committed for session id in
+// the last knownFor, unless its personal data's TTL is about to end; nil
+// otherwise. The record must not be changed: changes clone it.
+func (s *Service) knownRecord(id string) *record {
 	now := s.now()
 	old := s.known.get(id, now)
 	if old == nil || !now.Add(knownMargin).Before(s.redactAt(old)) {
-		return mutation{}, false, nil
+		return nil
 	}
-	r := old.clone()
-	var events []string
-	if overdue(r, now) {
-		events = append(events, expire(r, now))
-	}
-	more, edErr := ed(r, now)
-	if edErr != nil || (r.Status.Active() && !old.Status.Active()) {
-		return mutation{}, false, nil
-	}
-	c := &change{
-		old:       old,
-		new:       r,
-		oldToken:  old.TokenHash,
-		events:    append(events, more...),
-		refActive: r.Status.Active() && r.DeletedAt == nil,
-	}
-	if erases(c) {
-		return mutation{}, false, nil
-	}
-	t := newTx()
-	if o.once != "" {
-		t.spend(o.once, o.onceTTL) // the first guard: a replay is refused first
-	}
-	if old.Status.Active() && !c.refActive {
-		t.op("DELIFEQ", s.keys.Ref(sh, r.RefID), id)
-	}
-	out := mutation{rec: r, changed: true}
-	if spec.issueToken {
-		out.token = s.issueToken(c, now)
-	}
-	if err := s.write(t, c, now); err != nil {
-		return mutation{}, true, err
-	}
-	err = s.commit(ctx, t)
-	switch {
-	case errors.Is(err, errConflict):
-		s.known.drop(id)
-		return mutation{}, false, nil
-	case err != nil && !errors.Is(err, ErrNotDurable):
-		s.known.drop(id)
-		return mutation{}, true, err
-	}
-	s.known.put(r.clone(), now)
-	s.afterCommit(ctx, c)
-	return out, true, err
+	return old
 }

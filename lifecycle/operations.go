@@ -47,8 +47,11 @@ func (s *Service) mutate(ctx context.Context, id string, o options, spec mutateS
 		return mutation{}, ErrNotFound
 	}
 	if !spec.readDetails {
-		if m, ok, err := s.mutateKnown(ctx, sh, id, o, spec, ed); ok {
-			return m, err
+		if old := s.knownRecord(id); old != nil {
+			out, err := s.apply(ctx, sh, id, o, spec, ed, old, nil, true)
+			if !errors.Is(err, errNeedRead) {
+				return out, err
+			}
 		}
 	}
 	for attempt := 0; attempt < maxTxAttempts; attempt++ {
@@ -71,6 +74,16 @@ func (s *Service) mutateOnce(ctx context.Context, sh keyspace.Shard, id string, 
 	if err != nil {
 		return mutation{}, err
 	}
+	return s.apply(ctx, sh, id, o, spec, ed, old, evDetails, false)
+}
+
+// apply decides ed on old, the record as read (evDetails: its event
+// details, when spec.readDetails), and commits the change. With known, old
+// is a record this process committed (known.go), not read: the commit
+// also spends o's nonce, and apply returns errNeedRead, having written
+// nothing, when the change must be decided on a read instead (a refusal,
+// nothing to do, a displacement, an erasure, or a version that moved).
+func (s *Service) apply(ctx context.Context, sh keyspace.Shard, id string, o options, spec mutateSpec, ed edit, old *record, evDetails map[string]string, known bool) (mutation, error) {
 	now := s.now()
 	r := old.clone()
 	var events []string
@@ -82,6 +95,8 @@ func (s *Service) mutateOnce(ctx context.Context, sh keyspace.Shard, id string, 
 	switch {
 	case edErr == nil:
 		events = append(events, more...)
+	case known:
+		return mutation{}, errNeedRead
 	case expired:
 		// Commit the expiry; report the edit's refusal, if any.
 		r = old.clone()
@@ -94,9 +109,23 @@ func (s *Service) mutateOnce(ctx context.Context, sh keyspace.Shard, id string, 
 	default:
 		return mutation{rec: old}, edErr
 	}
+	becomesActive := r.Status.Active() && !old.Status.Active()
+	c := &change{
+		old:       old,
+		new:       r,
+		oldToken:  old.TokenHash,
+		events:    events,
+		refActive: r.Status.Active() && r.DeletedAt == nil,
+	}
+	if known && (becomesActive || erases(c)) {
+		return mutation{}, errNeedRead
+	}
 	t := newTx()
+	if known && o.once != "" {
+		t.spend(o.once, o.onceTTL) // the first guard: a replay is refused first
+	}
 	var changes []*change
-	if r.Status.Active() && !old.Status.Active() {
+	if becomesActive {
 		// Becoming the ref_id's active session: the one the ref key names
 		// must be gone, or past its time (then it expires now).
 		prev, err := s.displace(ctx, t, sh, r, now)
@@ -107,17 +136,11 @@ func (s *Service) mutateOnce(ctx context.Context, sh keyspace.Shard, id string, 
 			changes = append(changes, prev)
 		}
 	}
-	c := &change{
-		old:       old,
-		new:       r,
-		oldToken:  old.TokenHash,
-		events:    events,
-		refActive: r.Status.Active() && r.DeletedAt == nil,
-	}
 	if old.Status.Active() && !c.refActive {
 		t.op("DELIFEQ", s.keys.Ref(sh, r.RefID), id)
 	}
 	if r.RedactedAt != nil && old.RedactedAt == nil {
+		var err error
 		if c.details, err = redactAll(evDetails, *r.RedactedAt); err != nil {
 			return mutation{}, err
 		}
@@ -135,9 +158,12 @@ func (s *Service) mutateOnce(ctx context.Context, sh keyspace.Shard, id string, 
 	if erases(c) {
 		s.eraseLinks(ctx, old.Links) // before: see eraseLinks
 	}
-	err = s.commit(ctx, t)
+	err := s.commit(ctx, t)
 	if err != nil && !errors.Is(err, ErrNotDurable) {
 		s.known.drop(id)
+		if known && errors.Is(err, errConflict) {
+			return mutation{}, errNeedRead
+		}
 		return mutation{}, err
 	}
 	s.known.put(r.clone(), now)
