@@ -164,22 +164,37 @@ func TestDispatcherSurvivesCrashes(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	// The admin API lists a session's deliveries with their attempts.
-	var sessionID string
+	// The admin API lists every delivery as succeeded, with the attempts
+	// the receiver saw. A kill can lose the record of an attempt it had
+	// sent (the takeover sends it again without using up an attempt), so
+	// a delivery may record fewer attempts than the receiver counted, never
+	// more; one that lost none records the receiver's answers in order.
+	sessionIDs := make(map[string]bool, sessions)
 	for _, ev := range events {
-		sessionID = ev.Data.ID
-		break
+		sessionIDs[ev.Data.ID] = true
 	}
-	crashWaitUntil(t, 10*time.Second, "the session's deliveries recorded as succeeded", func() bool {
-		ds := daemon.deliveries(sessionID)
-		n := 0
-		for _, d := range ds {
-			if d.Status == "succeeded" && len(d.Attempts) >= 2 && d.Attempts[0].StatusCode == http.StatusServiceUnavailable {
-				n++
+	exact := 0
+	deadline = time.Now().Add(30 * time.Second)
+	for id := range sessionIDs {
+		for {
+			ds := daemon.deliveries(id)
+			done := len(ds) == 3
+			for _, d := range ds {
+				done = done && d.Status == "succeeded"
 			}
+			if done {
+				exact += rv.checkAttempts(t, ds)
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("session %s: deliveries not all recorded as succeeded: %+v\n%s", id, ds, daemon.tail())
+			}
+			time.Sleep(20 * time.Millisecond)
 		}
-		return n == 3
-	})
+	}
+	if exact < 3*sessions/2 {
+		t.Errorf("only %d of %d deliveries record every attempt the receiver saw", exact, 3*sessions)
+	}
 	daemon.stop()
 
 	rv.mu.Lock()
@@ -212,8 +227,8 @@ func TestDispatcherSurvivesCrashes(t *testing.T) {
 		t.Errorf("%d requests with an invalid signature", rv.invalid)
 	}
 	logs, _ := os.ReadFile(daemon.logs)
-	t.Logf("%d events, %d requests, %d delivered more than once, %d daemon starts, %d log lines on tasks given back after a kill, %d on outbox entries claimed, %v in all",
-		len(events), requests, duplicates, daemon.starts,
+	t.Logf("%d events, %d requests, %d delivered more than once, %d deliveries that record every attempt, %d daemon starts, %d log lines on tasks given back after a kill, %d on outbox entries claimed, %v in all",
+		len(events), requests, duplicates, exact, daemon.starts,
 		bytes.Count(logs, []byte("gave back deliveries whose worker died")),
 		bytes.Count(logs, []byte("claimed outbox entries")),
 		time.Since(began).Round(time.Second))
@@ -333,6 +348,7 @@ func (d *crashDaemon) stop() {
 // crashDelivery is a delivery as GET /v1/sessions/{id}/deliveries lists it.
 type crashDelivery struct {
 	ID       string `json:"id"`
+	EventID  string `json:"event_id"`
 	Status   string `json:"status"`
 	Attempts []struct {
 		Attempt    int `json:"attempt"`
@@ -423,6 +439,46 @@ func (rv *crashReceiver) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// checkAttempts compares a session's recorded attempts with the requests
+// the receiver answered for each event, and returns how many deliveries
+// recorded all of them.
+func (rv *crashReceiver) checkAttempts(t *testing.T, ds []crashDelivery) (exact int) {
+	t.Helper()
+	rv.mu.Lock()
+	defer rv.mu.Unlock()
+	for _, d := range ds {
+		seen := rv.byID[d.EventID]
+		var answered []int // the recorded attempts that got an HTTP answer
+		for _, a := range d.Attempts {
+			if a.StatusCode != 0 {
+				answered = append(answered, a.StatusCode)
+			}
+		}
+		if len(answered) == 0 || answered[len(answered)-1] != http.StatusNoContent {
+			t.Errorf("delivery %s succeeded, but its last answered attempt is not the receiver's 204: %v", d.ID, answered)
+			continue
+		}
+		if len(answered) > len(seen) {
+			t.Errorf("delivery %s records %d answered attempts, the receiver saw %d requests", d.ID, len(answered), len(seen))
+			continue
+		}
+		if len(answered) < len(seen) {
+			continue // a kill lost an attempt's record
+		}
+		for i, code := range answered {
+			want := http.StatusServiceUnavailable
+			if seen[i].ok {
+				want = http.StatusNoContent
+			}
+			if code != want {
+				t.Errorf("delivery %s: attempt %d recorded %d, the receiver answered %d", d.ID, i+1, code, want)
+			}
+		}
+		exact++
+	}
+	return exact
 }
 
 // missing returns the events not yet answered with a 2xx.
