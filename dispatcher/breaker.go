@@ -110,17 +110,28 @@ func spread(d time.Duration) time.Duration {
 	return rand.N(d)
 }
 
-// limiter caps one endpoint's attempts in flight. A delivery that finds it
-// full is deferred rather than queued behind the others, so a slow
-// endpoint never holds more than its share of workers. The deferral is as
-// long as the deliveries already deferred need to get through at the
-// endpoint's pace: its recent attempt duration, or the age of the oldest
-// attempt in flight when that is longer (a hanging endpoint).
+// limiter caps one endpoint's attempts in flight. A first attempt that
+// finds it full waits in the endpoint's line, in memory, if the line has
+// room: the attempt that frees a slot hands it over (release), so a busy
+// endpoint's backlog drains at its own pace without a round trip through
+// Asynq. The relay stops reading the outbox while every endpoint's line is
+// long (saturated), so a backlog waits there rather than in memory. A
+// delivery that finds both full is deferred rather than queued behind the
+// others, so a slow endpoint never holds more than its share of workers.
+// The deferral is as long as the deliveries already deferred need to get
+// through at the endpoint's pace: its recent attempt duration, or the age
+// of the oldest attempt in flight when that is longer (a hanging
+// endpoint).
+//
+// Invariant: a first attempt waits only while every slot is taken, so a
+// slot's release always finds the line it must hand over.
 type limiter struct {
-	slots int
+	slots   int
+	lineCap int // first attempts that may wait for a slot
 
 	mu       sync.Mutex
 	inflight []time.Time   // start times of the attempts in flight
+	line     []*job        // first attempts waiting for a slot, oldest first
 	latency  time.Duration // moving average of attempt durations
 	deferred dueHeap       // due times of deliveries deferred as busy
 }
@@ -132,14 +143,20 @@ const (
 	maxDeferred  = 1 << 16 // due times remembered
 )
 
-func newLimiter(n int) *limiter {
-	return &limiter{slots: n, inflight: make([]time.Time, 0, n)}
+// newLimiter returns a limiter of n slots whose line holds up to lineCap
+// first attempts (none when lineCap is 0).
+func newLimiter(n, lineCap int) *limiter {
+	return &limiter{slots: n, lineCap: lineCap, inflight: make([]time.Time, 0, n)}
 }
 
 // tryAcquire takes a slot for an attempt starting now, if one is free.
 func (l *limiter) tryAcquire(now time.Time) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	return l.take(now)
+}
+
+func (l *limiter) take(now time.Time) bool {
 	if len(l.inflight) >= l.slots {
 		return false
 	}
@@ -147,14 +164,30 @@ func (l *limiter) tryAcquire(now time.Time) bool {
 	return true
 }
 
-// release frees the slot of the attempt that started at start and took d
-// (0: no attempt was made).
-func (l *limiter) release(start time.Time, d time.Duration) {
+// acquireOrWait takes a slot for j's first attempt, starting now. When
+// every slot is taken it puts j in the line, if there is room: j then
+// gets a slot from release. It returns false, false when j got neither.
+func (l *limiter) acquireOrWait(now time.Time, j *job) (acquired, waiting bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if i := slices.IndexFunc(l.inflight, start.Equal); i >= 0 {
-		l.inflight = slices.Delete(l.inflight, i, i+1)
+	if l.take(now) {
+		return true, false
 	}
+	if len(l.line) < l.lineCap {
+		l.line = append(l.line, j)
+		return false, true
+	}
+	return false, false
+}
+
+// release frees the slot of the attempt that started at start and took d
+// (0: no attempt was made). When a first attempt waits for a slot, the
+// slot passes to it instead: release returns it and its slot's start,
+// now, and the caller makes it.
+func (l *limiter) release(start time.Time, d time.Duration, now time.Time) (*job, time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	i := slices.IndexFunc(l.inflight, start.Equal)
 	switch {
 	case d <= 0:
 	case l.latency == 0:
@@ -162,6 +195,43 @@ func (l *limiter) release(start time.Time, d time.Duration) {
 	default:
 		l.latency += (d - l.latency) / 8
 	}
+	if len(l.line) > 0 && i >= 0 {
+		next := l.line[0]
+		l.line[0] = nil
+		l.line = l.line[1:]
+		l.inflight[i] = now
+		return next, now
+	}
+	if i >= 0 {
+		l.inflight = slices.Delete(l.inflight, i, i+1)
+	}
+	return nil, time.Time{}
+}
+
+// drop empties the line and returns what waited in it.
+func (l *limiter) drop() []*job {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := l.line
+	l.line = nil
+	return out
+}
+
+// saturated reports whether the line is long enough that reading more of
+// the outbox for this endpoint would only defer it: it holds at least as
+// many first attempts as there are slots. The line's cap leaves room above
+// that for what the relays read at once.
+func (l *limiter) saturated() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.line) >= l.slots
+}
+
+// waiting is the length of the line.
+func (l *limiter) waiting() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.line)
 }
 
 // busyDelay returns how long to defer a delivery that found the limiter

@@ -15,6 +15,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/sessiond/sessiond/internal/keyspace"
 	"github.com/sessiond/sessiond/signing"
 )
 
@@ -195,6 +196,15 @@ func (c *Config) setDefaults() {
 	}
 }
 
+// lineCap is how many first attempts may wait in an endpoint's line: as
+// many as it has slots, the relays' pause threshold (limiter.saturated),
+// plus what the relays may read at once when they find it just under
+// that (RelayBatch per shard, whether one relay reads every shard or each
+// has its own), so that a read does not overflow it into deferrals.
+func (c *Config) lineCap() int {
+	return c.EndpointConcurrency + keyspace.Shards*c.RelayBatch
+}
+
 // endpoint is a configured Endpoint ready to deliver: its signer, filter,
 // breaker and concurrency limit.
 // Metrics is what the dispatcher reports for monitoring.
@@ -272,7 +282,7 @@ func newEndpoint(ep Endpoint, cfg *Config) (*endpoint, error) {
 		signer:          signer,
 		endpointOptions: endpointOptions{source: SourceConfig},
 		breaker:         newBreaker(cfg.BreakerThreshold, cfg.BreakerPeriod, cfg.BreakerCooldown),
-		limit:           newLimiter(cfg.EndpointConcurrency),
+		limit:           newLimiter(cfg.EndpointConcurrency, cfg.lineCap()),
 	}
 	if len(ep.Events) > 0 {
 		e.events = make(map[string]bool, len(ep.Events))

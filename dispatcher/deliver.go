@@ -152,7 +152,8 @@ func (d *Dispatcher) deliverTask(ctx context.Context, p *taskPayload) error {
 	attempt := p.Base + retried + 1
 	at := d.now()
 	res := d.send(ctx, ep, ev.ID, body, attempt, at)
-	ep.limit.release(wall, res.latency)
+	d.resume(ep.limit.release(wall, res.latency, time.Now()))
+	d.roomMade()
 	if ctx.Err() != nil && d.cutting.Load() {
 		ep.breaker.abandon()
 		return &deferError{reason: "cut off by shutdown"}

@@ -56,6 +56,7 @@ type Dispatcher struct {
 	inspector   *asynq.Inspector
 	server      *asynq.Server // retries, deferrals and replays
 	jobs        chan *job     // first attempts, to the workers
+	room        chan struct{} // a line got shorter (roomMade)
 	consumer    string        // this process's name in the outbox group
 	taskTimeout time.Duration // Asynq's deadline for one task
 	tick        time.Duration // the maintenance loop's period
@@ -108,6 +109,7 @@ func New(rdb redis.UniversalClient, events Events, cfg Config) (*Dispatcher, err
 		schedule: newSchedule(cfg.RetrySchedule, cfg.Jitter),
 		ready:    make(chan struct{}),
 		jobs:     make(chan *job),
+		room:     make(chan struct{}, 1),
 		consumer: consumerName(),
 		flight:   newFlight(),
 		tick:     maintainPeriod(cfg.ClaimIdle),
@@ -232,6 +234,14 @@ func (d *Dispatcher) Shutdown(ctx context.Context) error {
 	d.cancel()
 	d.loops.Wait()
 	close(d.jobs) // the relays are gone: no more first attempts
+	// First attempts still waiting in a line are not made: their entries
+	// stay pending, for another replica's claim or the next process's,
+	// so a busy endpoint does not hold the shutdown.
+	for _, ep := range d.endpoints().order {
+		for _, j := range ep.limit.drop() {
+			d.flight.remove(j.entry.shard, j.entry.id)
+		}
+	}
 
 	d.server.Stop()
 	drainCtx, cancel := context.WithCancel(ctx)
@@ -350,12 +360,13 @@ type Stats struct {
 	Failed    int64 // attempts that failed
 	Dead      int64 // deliveries given up (archived)
 	Deferred  int64 // deliveries deferred by a breaker or a busy endpoint
+	Waited    int64 // first attempts that waited in a busy endpoint's line
 	Requeued  int64 // tasks given back after their worker died
 	Dropped   int64 // deliveries of purged sessions, not sent
 }
 
 type counters struct {
-	attempts, succeeded, failed, dead, deferred, requeued, dropped atomic.Int64
+	attempts, succeeded, failed, dead, deferred, waited, requeued, dropped atomic.Int64
 }
 
 // Stats returns the counters.
@@ -367,6 +378,7 @@ func (d *Dispatcher) Stats() Stats {
 		Failed:    c.failed.Load(),
 		Dead:      c.dead.Load(),
 		Deferred:  c.deferred.Load(),
+		Waited:    c.waited.Load(),
 		Requeued:  c.requeued.Load(),
 		Dropped:   c.dropped.Load(),
 	}

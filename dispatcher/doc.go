@@ -40,7 +40,11 @@
 //     its endpoint's circuit breaker or concurrency limit, cut off by a
 //     shutdown or given back after a crash keeps its attempt count.
 //   - A slow or failing endpoint holds at most Config.EndpointConcurrency
-//     workers; past that its deliveries are deferred, never queued behind.
+//     workers; past that its first attempts wait in its line in memory
+//     (bounded; no worker waits with them), and past the line they are
+//     deferred, never queued behind. The relays stop reading the outbox
+//     only while every enabled endpoint with a closed breaker has a long
+//     line, so no endpoint waits behind another.
 //   - Outgoing connections are checked at dial time, after DNS resolution:
 //     every special-purpose address is refused unless Config.AllowNetworks
 //     lists it (egress.go). Redirects are never followed.

@@ -388,7 +388,39 @@ func newReceiver(t testing.TB, secrets ...string) *receiver {
 	return rv
 }
 
+// holdingReceiver is a receiver that holds every request until release
+// is called (or the test ends), then answers 204.
+func holdingReceiver(t testing.TB, secrets ...string) (rv *receiver, release func()) {
+	t.Helper()
+	rv = newReceiver(t, secrets...)
+	released := make(chan struct{})
+	var once sync.Once
+	release = func() { once.Do(func() { close(released) }) }
+	t.Cleanup(release)
+	rv.setAnswer(func(w http.ResponseWriter, r *http.Request, _ int) int {
+		select {
+		case <-r.Context().Done():
+			return 0
+		case <-released:
+		}
+		return answerCode(w, http.StatusNoContent)
+	})
+	return rv, release
+}
+
 func (rv *receiver) url() string { return rv.srv.URL + "/hook" }
+
+// lastAnswered reports whether the last request for each of the events
+// was answered code.
+func (rv *receiver) lastAnswered(eventIDs []string, code int) bool {
+	for _, id := range eventIDs {
+		got := rv.byID(id)
+		if len(got) == 0 || got[len(got)-1].answerCode != code {
+			return false
+		}
+	}
+	return true
+}
 
 // setAnswer replaces the receiver's behaviour.
 func (rv *receiver) setAnswer(f func(w http.ResponseWriter, r *http.Request, seen int) int) {

@@ -1,6 +1,7 @@
 package dispatcher
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"sync"
@@ -8,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sessiond/sessiond/internal/keyspace"
 	"github.com/sessiond/sessiond/internal/redistest"
 )
 
@@ -75,13 +77,7 @@ func testHangingEndpoint(t *testing.T, tg redistest.Target) {
 		t.Logf("stats %+v now %s", e.d.Stats(), time.Now().Format("05.000"))
 	})
 	slow.waitUntil(30*time.Second, "every delivery to the slow endpoint to succeed", func() bool {
-		for _, id := range eventIDs {
-			got := slow.byID(id)
-			if len(got) == 0 || got[len(got)-1].answerCode != http.StatusOK {
-				return false
-			}
-		}
-		return true
+		return slow.lastAnswered(eventIDs, http.StatusOK)
 	})
 	st := e.d.Stats()
 	if st.Dead != 0 {
@@ -96,4 +92,217 @@ func testHangingEndpoint(t *testing.T, tg redistest.Target) {
 		}
 	}
 	t.Logf("stats: %+v; slowest healthy delivery %v", st, worst)
+}
+
+// lineConfig is a test Config with one endpoint, id at rv, of the given
+// slots, whose timeout the tests' held requests never reach (a held
+// request is no failure).
+func lineConfig(rv *receiver, id string, slots int) Config {
+	cfg := testConfig(rv.endpoint(id))
+	cfg.Timeout = 20 * time.Second
+	cfg.EndpointConcurrency = slots
+	return cfg
+}
+
+// An endpoint whose slots are all taken: the first attempts beyond them
+// wait in its line in memory, the relay stops reading once the line is
+// long, and the rest of the backlog waits in the outbox. Nothing goes
+// through Asynq; once the endpoint answers, every event is delivered once.
+func TestBusyEndpointLine(t *testing.T) {
+	t.Parallel()
+	redistest.ForEachTopology(t, func(t *testing.T, tg redistest.Target) { testBusyEndpointLine(t, tg) })
+}
+
+func testBusyEndpointLine(t *testing.T, tg redistest.Target) {
+	const sessions = 100
+	rv, release := holdingReceiver(t, testSecret)
+	cfg := lineConfig(rv, "busy", 2)
+	cfg.RelayBatch = 4
+	e := newEnv(t, tg, cfg)
+	ep := e.d.endpoints().endpoint("busy")
+	lineCap := ep.limit.lineCap
+	if lineCap+cfg.EndpointConcurrency >= sessions {
+		t.Fatalf("line cap %d: the test needs a backlog longer than the line", lineCap)
+	}
+
+	for i := range sessions {
+		e.create(fmt.Sprintf("line-%d", i))
+	}
+	waitFor(t, 10*time.Second, "the endpoint's line to fill", func() bool {
+		return ep.limit.saturated() && len(rv.receipts()) == cfg.EndpointConcurrency
+	})
+	// Give the relay time to read more, if it would (it polls for room
+	// every roomPoll): it must not.
+	time.Sleep(3 * roomPoll)
+	read := int64(0)
+	for sh := range keyspace.Shards {
+		read += e.pending(keyspace.Shard(sh))
+	}
+	if max := int64(cfg.EndpointConcurrency + lineCap); read > max {
+		t.Errorf("%d outbox entries read while the endpoint was busy, want at most %d (its slots and line)", read, max)
+	}
+	if n := len(rv.receipts()); n != cfg.EndpointConcurrency {
+		t.Errorf("%d requests in flight, want the %d slots", n, cfg.EndpointConcurrency)
+	}
+	if st := e.d.Stats(); st.Deferred != 0 || st.Waited == 0 {
+		t.Errorf("stats while busy: %+v; want first attempts waiting and none deferred", st)
+	}
+
+	release()
+	rv.waitUntil(20*time.Second, "every event delivered", func() bool { return len(rv.receipts()) >= sessions })
+	waitFor(t, 10*time.Second, "the outbox acknowledged", func() bool {
+		n := int64(0)
+		for sh := range keyspace.Shards {
+			n += e.pending(keyspace.Shard(sh))
+		}
+		return n == 0
+	})
+	seen := map[string]int{}
+	for _, r := range rv.receipts() {
+		seen[r.id]++
+		if r.attempt != 1 || r.v1Valid != 1 {
+			t.Errorf("%s: webhook-attempt %d, %d valid signatures", r.id, r.attempt, r.v1Valid)
+		}
+	}
+	if len(seen) != sessions {
+		t.Errorf("%d events delivered, want %d", len(seen), sessions)
+	}
+	for id, n := range seen {
+		if n != 1 {
+			t.Errorf("%s delivered %d times", id, n)
+		}
+	}
+	st := e.d.Stats()
+	if st.Deferred != 0 || st.Attempts != sessions || st.Succeeded != sessions {
+		t.Errorf("stats: %+v; want %d first attempts, all succeeded, none deferred", st, sessions)
+	}
+	if ep.limit.waiting() != 0 {
+		t.Errorf("%d first attempts still in the line", ep.limit.waiting())
+	}
+}
+
+// A retry that frees a slot hands it to the first attempts waiting in the
+// line, as a first attempt does.
+func TestRetryHandsSlotToLine(t *testing.T) {
+	t.Parallel()
+	rv := newReceiver(t, testSecret)
+	release := make(chan struct{})
+	var closeOnce sync.Once
+	t.Cleanup(func() { closeOnce.Do(func() { close(release) }) })
+	var firstID atomic.Value
+	rv.setAnswer(func(w http.ResponseWriter, r *http.Request, seen int) int {
+		id := r.Header.Get("webhook-id")
+		firstID.CompareAndSwap(nil, id)
+		if id == firstID.Load() {
+			if seen == 0 {
+				return answerCode(w, http.StatusInternalServerError)
+			}
+			select { // the retry holds the only slot
+			case <-r.Context().Done():
+				return 0
+			case <-release:
+			}
+		}
+		return answerCode(w, http.StatusNoContent)
+	})
+	cfg := lineConfig(rv, "one", 1)
+	e := newEnv(t, redistest.Open(t, "single"), cfg)
+	ep := e.d.endpoints().endpoint("one")
+
+	e.create("retried")
+	rv.waitUntil(10*time.Second, "the retry to hold the slot", func() bool { return len(rv.receipts()) == 2 })
+	const waiting = 3 // more than wait in the line: the relay leaves the rest in the outbox
+	for i := range waiting {
+		e.create(fmt.Sprintf("waiting-%d", i))
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("stats %+v, waiting %d, receipts %d", e.d.Stats(), ep.limit.waiting(), len(rv.receipts()))
+		}
+	})
+	waitFor(t, 10*time.Second, "first attempts waiting for the retry's slot", func() bool {
+		return ep.limit.saturated()
+	})
+	closeOnce.Do(func() { close(release) })
+	rv.waitUntil(10*time.Second, "the waiting first attempts delivered", func() bool {
+		return len(rv.receipts()) == 2+waiting
+	})
+	if st := e.d.Stats(); st.Deferred != 0 || st.Waited == 0 || st.Succeeded != waiting {
+		t.Errorf("stats: %+v; want %d first attempts succeeded, some after waiting, none deferred", st, waiting)
+	}
+}
+
+// Shutdown does not make the first attempts waiting in a line: their
+// entries stay pending, and another replica claims and delivers them.
+func TestShutdownLeavesLineToClaim(t *testing.T) {
+	t.Parallel()
+	const sessions = 20
+	rv := newReceiver(t, testSecret)
+	var holding atomic.Bool
+	holding.Store(true)
+	rv.setAnswer(func(w http.ResponseWriter, r *http.Request, _ int) int {
+		if holding.Load() {
+			<-r.Context().Done() // until the shutdown cuts it off
+			return 0
+		}
+		return answerCode(w, http.StatusNoContent)
+	})
+	cfg := lineConfig(rv, "busy", 2)
+	e := newEnv(t, redistest.Open(t, "single"), cfg)
+	ep := e.d.endpoints().endpoint("busy")
+	var ids []string
+	for i := range sessions {
+		ids = append(ids, e.events(e.create(fmt.Sprintf("line-%d", i)))[0].ID)
+	}
+	waitFor(t, 10*time.Second, "the line to fill", ep.limit.saturated)
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if err := e.d.Shutdown(ctx); err == nil {
+		t.Error("Shutdown cut the held attempts off, but returned no error")
+	}
+	if n := ep.limit.waiting(); n != 0 {
+		t.Errorf("%d first attempts still waiting after Shutdown", n)
+	}
+	if st := e.d.Stats(); st.Attempts != int64(cfg.EndpointConcurrency) {
+		t.Errorf("the stopped replica made %d attempts, want only the %d in its slots", st.Attempts, cfg.EndpointConcurrency)
+	}
+
+	holding.Store(false)
+	e.start(cfg)
+	rv.waitUntil(10*time.Second, "every event delivered by the other replica", func() bool {
+		return rv.lastAnswered(ids, http.StatusNoContent)
+	})
+}
+
+// A first attempt that waited in the line of an endpoint deleted meanwhile
+// is not made; its entry is left for a claim, which finds no endpoint that
+// wants it and acknowledges it.
+func TestLineOfDeletedEndpoint(t *testing.T) {
+	t.Parallel()
+	rv, release := holdingReceiver(t)
+	cfg := testConfig()
+	cfg.Timeout = 20 * time.Second
+	cfg.EndpointConcurrency = 1
+	e := newEnv(t, redistest.Open(t, "single"), cfg)
+	in := e.createAPIEndpoint(e.d, rv.url())
+	ep := e.d.endpoints().endpoint(in.ID)
+	for i := range 3 {
+		e.create(fmt.Sprintf("deleted-%d", i))
+	}
+	waitFor(t, 10*time.Second, "a first attempt waiting in the line", ep.limit.saturated)
+	if err := e.d.DeleteEndpoint(e.ctx, in.ID); err != nil {
+		t.Fatal(err)
+	}
+	release()
+	waitFor(t, 10*time.Second, "every outbox entry acknowledged", func() bool {
+		n := int64(0)
+		for sh := range keyspace.Shards {
+			n += e.pending(keyspace.Shard(sh))
+		}
+		return n == 0 && ep.limit.waiting() == 0
+	})
+	if n := len(rv.receipts()); n != 1 {
+		t.Errorf("the deleted endpoint got %d requests, want only the one in flight at the delete", n)
+	}
 }

@@ -112,6 +112,9 @@ func (d *Dispatcher) relay(ctx context.Context, shards []keyspace.Shard) {
 			}
 			groupsReady = true
 		}
+		if !d.awaitRoom(ctx) {
+			return
+		}
 		res, err := d.rdb.XReadGroup(ctx, &redis.XReadGroupArgs{
 			Group:    relayGroup,
 			Consumer: d.consumer,
@@ -146,6 +149,48 @@ func (d *Dispatcher) relay(ctx context.Context, shards []keyspace.Shard) {
 		}
 		bo.Reset()
 	}
+}
+
+// roomPoll bounds a relay's wait for room in the endpoints' lines, so
+// that an endpoint added, enabled or tripped meanwhile is seen.
+const roomPoll = 100 * time.Millisecond
+
+// awaitRoom waits while every endpoint that takes deliveries has a long
+// line of first attempts (limiter.saturated): what the relay would read
+// then could only be deferred through Asynq, whereas left in the outbox
+// it is read at full speed once the endpoints catch up. An endpoint whose
+// breaker is open does not hold the relay: its deliveries are deferred
+// with the breaker's wait, as the retry schedule bounds an outage. It
+// returns false once ctx is done.
+func (d *Dispatcher) awaitRoom(ctx context.Context) bool {
+	for d.saturated() {
+		t := time.NewTimer(roomPoll)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return false
+		case <-d.room:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+	return ctx.Err() == nil
+}
+
+// saturated reports whether every endpoint that takes deliveries is
+// saturated (and there is at least one).
+func (d *Dispatcher) saturated() bool {
+	found := false
+	for _, ep := range d.endpoints().order {
+		if ep.disabledNow() {
+			continue
+		}
+		if ep.breaker.isOpen() || !ep.limit.saturated() {
+			return false
+		}
+		found = true
+	}
+	return found
 }
 
 // ensureGroups makes sure every stream has the outbox consumer group.

@@ -221,13 +221,13 @@ func TestBreaker(t *testing.T) {
 
 func TestLimiterBusyDelay(t *testing.T) {
 	now := time.Now()
-	l := newLimiter(2)
+	l := newLimiter(2, 0)
 	a, b, c := l.tryAcquire(now), l.tryAcquire(now), l.tryAcquire(now)
 	if !a || !b || c {
 		t.Fatal("limiter of 2 did not hold exactly 2")
 	}
-	l.release(now, 100*time.Millisecond)
-	l.release(now, 100*time.Millisecond)
+	l.release(now, 100*time.Millisecond, now)
+	l.release(now, 100*time.Millisecond, now)
 	first := l.busyDelay(now)
 	if first < 100*time.Millisecond || first > 150*time.Millisecond {
 		t.Errorf("first busy delay = %v, want the endpoint's latency", first)
@@ -245,14 +245,77 @@ func TestLimiterBusyDelay(t *testing.T) {
 		t.Errorf("busy delay once the backlog is due = %v", d)
 	}
 	// A hanging attempt: the pace is at least its age.
-	l = newLimiter(1)
+	l = newLimiter(1, 0)
 	l.tryAcquire(now)
 	if d := l.busyDelay(now.Add(3 * time.Second)); d < 3*time.Second {
 		t.Errorf("busy delay behind a 3s-old attempt = %v", d)
 	}
-	l.release(now, 0)
+	l.release(now, 0, now)
 	if !l.tryAcquire(now) {
 		t.Error("slot not freed")
+	}
+}
+
+// TestLimiterLine: a first attempt that finds every slot taken waits in
+// the line while it has room; a release hands the slot to the oldest
+// waiting one instead of freeing it; saturation begins at as many waiting
+// as there are slots.
+func TestLimiterLine(t *testing.T) {
+	t0 := time.Now()
+	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
+	l := newLimiter(2, 3)
+	jobs := make([]*job, 6)
+	for i := range jobs {
+		jobs[i] = &job{}
+	}
+	for i, want := range []struct{ acquired, waiting bool }{
+		{true, false}, {true, false}, // the two slots
+		{false, true}, {false, true}, {false, true}, // the line of 3
+		{false, false}, // neither: deferred
+	} {
+		acquired, waiting := l.acquireOrWait(at(i), jobs[i])
+		if acquired != want.acquired || waiting != want.waiting {
+			t.Fatalf("job %d: acquired %v, waiting %v; want %v, %v", i, acquired, waiting, want.acquired, want.waiting)
+		}
+	}
+	if !l.saturated() || l.waiting() != 3 {
+		t.Fatalf("3 waiting for 2 slots: saturated %v, waiting %d", l.saturated(), l.waiting())
+	}
+	if l.tryAcquire(at(10)) {
+		t.Fatal("a retry took a slot that the line is owed")
+	}
+	// The first slot's release goes to job 2, then the same slot to job 3.
+	next, start := l.release(at(0), 5*time.Millisecond, at(20))
+	if next != jobs[2] || !start.Equal(at(20)) {
+		t.Fatalf("release handed over %p at %v, want job 2 at %v", next, start, at(20))
+	}
+	if !l.saturated() {
+		t.Error("2 waiting for 2 slots: not saturated")
+	}
+	if next, _ = l.release(at(20), 5*time.Millisecond, at(30)); next != jobs[3] {
+		t.Fatalf("second hand-over = %p, want job 3", next)
+	}
+	if l.saturated() {
+		t.Error("1 waiting for 2 slots: saturated")
+	}
+	if next, _ = l.release(at(1), 5*time.Millisecond, at(31)); next != jobs[4] {
+		t.Fatalf("third hand-over = %p, want job 4", next)
+	}
+	// The line is empty: releases free the slots.
+	if next, _ = l.release(at(30), 5*time.Millisecond, at(40)); next != nil {
+		t.Fatalf("release with an empty line handed over %p", next)
+	}
+	if next, _ = l.release(at(31), 5*time.Millisecond, at(40)); next != nil {
+		t.Fatalf("release with an empty line handed over %p", next)
+	}
+	if a, b, c := l.tryAcquire(at(50)), l.tryAcquire(at(51)), l.tryAcquire(at(52)); !a || !b || c {
+		t.Error("both slots should be free again, and only two")
+	}
+	// A limiter without a line defers at once.
+	l = newLimiter(1, 0)
+	l.tryAcquire(at(0))
+	if acquired, waiting := l.acquireOrWait(at(1), jobs[0]); acquired || waiting {
+		t.Error("a limiter without a line let a job wait")
 	}
 }
 

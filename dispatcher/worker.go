@@ -32,39 +32,94 @@ func (d *Dispatcher) work() {
 	}
 }
 
-// first makes the first attempt of one delivery.
+// first makes the first attempt of one delivery, or puts it in its
+// endpoint's line, or defers it; then, in the slot it used, the first
+// attempts that waited in the line for one.
 func (d *Dispatcher) first(j *job) {
 	d.inflight.add()
 	defer d.inflight.done()
-	ctx := d.baseCtx
-	ev, ep := j.ev, j.ep
-	id := deliveryID(ev.SessionID, ev.ID, ep.id)
-	w := &write{shard: ev.Shard, sessionID: ev.SessionID, eventID: ev.ID, endpointID: ep.id, cursor: ev.Cursor, eventType: ev.Type}
-	task := &taskPayload{Delivery: id, Cursor: ev.Cursor}
-
+	ep := j.ep
 	wall := time.Now()
 	if ok, wait := ep.breaker.allow(wall); !ok {
-		d.deferFirst(ctx, j, w, task, "circuit breaker open", wait)
+		d.deferFirst(j, "circuit breaker open", wait)
 		return
 	}
-	if !ep.limit.tryAcquire(wall) {
-		ep.breaker.abandon()
-		d.deferFirst(ctx, j, w, task, "endpoint busy", ep.limit.busyDelay(wall))
+	acquired, waiting := ep.limit.acquireOrWait(wall, j)
+	switch {
+	case waiting:
+		ep.breaker.abandon() // the attempt that hands it a slot asks again
+		d.stats.waited.Add(1)
 		return
+	case !acquired:
+		ep.breaker.abandon()
+		d.deferFirst(j, "endpoint busy", ep.limit.busyDelay(wall))
+		return
+	}
+	d.attempts(j, wall, true)
+}
+
+// attempts makes j's first attempt in the endpoint slot it has held since
+// start (allowed: its breaker let it through already), then those of the
+// first attempts the slot is handed over to.
+func (d *Dispatcher) attempts(j *job, start time.Time, allowed bool) {
+	for j != nil {
+		j, start = d.attempt(j, start, allowed)
+		allowed = false
+	}
+}
+
+// resume makes, on a goroutine of its own, the first attempts a retry
+// handed its endpoint slot over to.
+func (d *Dispatcher) resume(j *job, start time.Time) {
+	if j == nil {
+		return
+	}
+	d.inflight.add() // while the retry that calls this is still counted
+	go func() {
+		defer d.inflight.done()
+		d.attempts(j, start, false)
+	}()
+}
+
+// attempt makes j's first attempt in the slot it has held since start,
+// records it, and frees the slot. It returns the first attempt that waited
+// for the slot, which now holds it, and that slot's start.
+func (d *Dispatcher) attempt(j *job, start time.Time, allowed bool) (*job, time.Time) {
+	ctx := d.baseCtx
+	ev, ep := j.ev, j.ep
+	if !allowed {
+		// It waited in the line: the endpoint may have changed since.
+		cur := d.endpoints().endpoint(ep.id)
+		if cur == nil || cur.limit != ep.limit || cur.disabledNow() {
+			// Deleted or disabled meanwhile: the entry is left for a
+			// claim, which delivers what the endpoints want by then.
+			next, nstart := ep.limit.release(start, 0, time.Now())
+			d.flight.remove(ev.Shard, j.entry.id)
+			return next, nstart
+		}
+		j.ep, ep = cur, cur
+		if ok, wait := ep.breaker.allow(start); !ok {
+			next, nstart := ep.limit.release(start, 0, time.Now())
+			d.deferFirst(j, "circuit breaker open", wait)
+			return next, nstart
+		}
 	}
 	d.stats.attempts.Add(1)
 	at := d.now()
 	res := d.send(ctx, ep, ev.ID, j.body, 1, at)
-	ep.limit.release(wall, res.latency)
+	next, nstart := ep.limit.release(start, res.latency, time.Now())
+	d.roomMade()
 	if ctx.Err() != nil && d.cutting.Load() {
 		// Cut off by shutdown: the entry stays pending for a claim, and
 		// the attempt is made again (it was not recorded).
 		ep.breaker.abandon()
 		d.flight.remove(ev.Shard, j.entry.id)
-		return
+		return next, nstart
 	}
 	d.observe(ep, &res, ev.Timestamp.Time)
+	w := j.write()
 	w.attempt = res.attempt(1, at)
+	task := j.task()
 	retries := d.schedule.retries()
 	switch {
 	case res.ok():
@@ -75,12 +130,12 @@ func (d *Dispatcher) first(j *job) {
 		d.stats.failed.Add(1)
 		d.stats.dead.Add(1)
 		if res.code == http.StatusGone {
-			d.gone(ctx, ep, id)
+			d.gone(ctx, ep, task.Delivery)
 		}
 		task.Base = 1
-		if err := d.bury(ctx, ev, id, task); err != nil {
+		if err := d.bury(ctx, ev, task.Delivery, task); err != nil {
 			d.unfinished(j, "archive dead delivery", err)
-			return
+			return next, nstart
 		}
 	default:
 		w.status = StatusFailed
@@ -90,23 +145,46 @@ func (d *Dispatcher) first(j *job) {
 			delay = d.schedule.clamp(res.retryAfter)
 		}
 		task.Base, task.Failed = 1, 1
-		if err := d.enqueue(ctx, ev, id, task, notEarlier(delay, time.Now()), retries); err != nil {
+		if err := d.enqueue(ctx, ev, task.Delivery, task, notEarlier(delay, time.Now()), retries); err != nil {
 			d.unfinished(j, "schedule retry", err)
-			return
+			return next, nstart
 		}
 	}
 	d.logAttempt(ctx, w, &res)
 	d.finish(j, w)
+	return next, nstart
+}
+
+// write is the start of the record of j's first attempt.
+func (j *job) write() *write {
+	ev := j.ev
+	return &write{shard: ev.Shard, sessionID: ev.SessionID, eventID: ev.ID, endpointID: j.ep.id, cursor: ev.Cursor, eventType: ev.Type}
+}
+
+// task is the Asynq payload of what follows j's first attempt.
+func (j *job) task() *taskPayload {
+	return &taskPayload{Delivery: deliveryID(j.ev.SessionID, j.ev.ID, j.ep.id), Cursor: j.ev.Cursor}
+}
+
+// roomMade tells a relay waiting for room in the endpoints' lines to look
+// again.
+func (d *Dispatcher) roomMade() {
+	select {
+	case d.room <- struct{}{}:
+	default:
+	}
 }
 
 // deferFirst puts a first attempt off without using it up: an Asynq task
 // makes it after delay.
-func (d *Dispatcher) deferFirst(ctx context.Context, j *job, w *write, task *taskPayload, reason string, delay time.Duration) {
+func (d *Dispatcher) deferFirst(j *job, reason string, delay time.Duration) {
 	d.stats.deferred.Add(1)
-	if err := d.enqueue(ctx, j.ev, task.Delivery, task, delay, d.schedule.retries()+1); err != nil {
+	task := j.task()
+	if err := d.enqueue(d.baseCtx, j.ev, task.Delivery, task, delay, d.schedule.retries()+1); err != nil {
 		d.unfinished(j, "defer delivery", err)
 		return
 	}
+	w := j.write()
 	w.status = StatusPending
 	d.log.Debug("webhook delivery deferred", "delivery_id", task.Delivery, "endpoint_id", j.ep.id, "reason", reason)
 	d.finish(j, w)

@@ -821,7 +821,8 @@ func (b *bench) totals(ctx context.Context, base string) {
 // backlogPhase measures deliveries from a backlog, as the bare Asynq
 // ceiling drains one: the receiver holds every delivery while
 // BacklogEvents decisions are made, so their events wait in the outbox
-// (and in the daemon's busy workers), then lets them all through. The
+// (and in the busy endpoint's line in the daemon's memory, see the
+// dispatcher's limiter), then lets them all through. The
 // deliveries per second from the release to the last one are the
 // delivery path's own, whereas at saturation the decision API bounds
 // them. The hold must stay well under SESSIOND_WEBHOOK_TIMEOUT (15 s by
@@ -863,6 +864,7 @@ func (b *bench) backlogPhase(ctx context.Context, base string) error {
 	defer b.hook.Store(nil)
 
 	b.logf("webhooks from a backlog: %d decisions while the receiver holds every delivery", n)
+	inAsynq := b.asynqTasks(ctx, base) // the scheduler's own tasks, say
 	b.rcv.hold()
 	held := time.Now()
 	var decided atomic.Int64
@@ -874,7 +876,10 @@ func (b *bench) backlogPhase(ctx context.Context, base string) error {
 		decided.Add(1)
 	})
 	r := &b.res.WebhookBacklog
-	r.InAsynq = b.asynqTasks(ctx, base)
+	r.InAsynq = -1
+	if n := b.asynqTasks(ctx, base); n >= 0 && inAsynq >= 0 {
+		r.InAsynq = max(n-inAsynq, 0)
+	}
 	released := time.Now()
 	b.rcv.release()
 	r.Events, r.HeldFor = n, round(released.Sub(held).Seconds(), 2)

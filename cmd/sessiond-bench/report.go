@@ -74,7 +74,7 @@ type backlogResult struct {
 	Events    int     `json:"events"`
 	Delivered int     `json:"delivered"`
 	HeldFor   float64 `json:"held_seconds"`
-	InAsynq   int     `json:"asynq_tasks_at_release"` // deferred by the daemon while held (-1: unknown)
+	InAsynq   int     `json:"asynq_tasks_at_release"` // tasks added to Asynq while held: deferred by the daemon (-1: unknown)
 	PerSec    float64 `json:"deliveries_per_sec"`     // from the release to the last delivery
 }
 
@@ -291,7 +291,7 @@ func (r *benchResult) figures() {
 		add("webhooks at saturation: decision → 2xx p99", w.Latency.P99, "ms", "", 0, nil, "")
 	}
 	if w := r.WebhookBacklog; w.Delivered > 0 {
-		add(fmt.Sprintf("webhooks from a backlog of %d decisions (made while the receiver held deliveries for %.1f s; %d in Asynq at the release): deliveries", w.Events, w.HeldFor, w.InAsynq),
+		add(fmt.Sprintf("webhooks from a backlog of %d decisions (made while the receiver held deliveries for %.1f s; %d added to Asynq by the release): deliveries", w.Events, w.HeldFor, w.InAsynq),
 			w.PerSec, "/s", "bare Asynq no-op tasks processed", asy.ProcessPS, atLeastRatio(0.5), "")
 	}
 	if w := r.WebhookHalf; w.Delivered > 0 {
