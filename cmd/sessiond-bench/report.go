@@ -291,7 +291,11 @@ func (r *benchResult) figures() {
 		add("webhooks at saturation: decision → 2xx p99", w.Latency.P99, "ms", "", 0, nil, "")
 	}
 	if w := r.WebhookBacklog; w.Delivered > 0 {
-		add(fmt.Sprintf("webhooks from a backlog of %d decisions (made while the receiver held deliveries for %.1f s; %d added to Asynq by the release): deliveries", w.Events, w.HeldFor, w.InAsynq),
+		inAsynq := "tasks added to Asynq unknown"
+		if w.InAsynq >= 0 {
+			inAsynq = fmt.Sprintf("%d added to Asynq by the release", w.InAsynq)
+		}
+		add(fmt.Sprintf("webhooks from a backlog of %d decisions (made while the receiver held deliveries for %.1f s; %s): deliveries", w.Events, w.HeldFor, inAsynq),
 			w.PerSec, "/s", "bare Asynq no-op tasks processed", asy.ProcessPS, atLeastRatio(0.5), "")
 	}
 	if w := r.WebhookHalf; w.Delivered > 0 {

@@ -28,6 +28,11 @@ import (
 // done or SIGINT/SIGTERM arrives, then stops them in reverse order.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	var closers []io.Closer // Redis clients, closed last
+	// stuck says a part was still stopping when run gave up on it: its
+	// goroutines (Asynq's among them) may still use the Redis clients, and
+	// closing those under them makes Asynq's pubsub goroutine panic on a
+	// closed channel. The process is about to exit; they are left open.
+	var stuck atomic.Bool
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 
@@ -71,6 +76,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return c
 	}
 	defer func() {
+		if stuck.Load() {
+			return
+		}
 		for _, c := range closers {
 			_ = c.Close()
 		}
@@ -168,6 +176,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			select {
 			case <-done:
 			case <-time.After(shutdownGrace):
+				stuck.Store(true)
 				logger.Warn("shutdown deadline passed with work still stopping; it is left to the next process")
 			}
 		}

@@ -54,7 +54,8 @@ type Process struct {
 	Cmd  *exec.Cmd
 	Logs *Logs
 	t    testing.TB
-	done chan struct{}
+	done chan struct{} // closed once the process has exited
+	exit error         // its exit, once done is closed
 }
 
 // Start runs bin with env (SESSIOND_ADMIN_ADDR is set to a free port
@@ -82,7 +83,7 @@ func Start(t testing.TB, bin string, env map[string]string) *Process {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	go func() { _ = cmd.Wait(); close(p.done) }()
+	go func() { p.exit = cmd.Wait(); close(p.done) }()
 	t.Cleanup(func() {
 		_ = cmd.Process.Kill()
 		<-p.done
@@ -121,6 +122,9 @@ func (p *Process) Stop(within time.Duration) time.Duration {
 	}
 	select {
 	case <-p.done:
+		if p.exit != nil {
+			p.t.Errorf("sessiond exit after SIGTERM: %v, want status 0\n%s", p.exit, p.Logs)
+		}
 		return time.Since(start)
 	case <-time.After(within):
 		p.t.Fatalf("sessiond did not exit within %v of SIGTERM\n%s", within, p.Logs)
