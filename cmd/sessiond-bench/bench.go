@@ -904,14 +904,15 @@ func (b *bench) backlogPhase(ctx context.Context, base string) error {
 }
 
 // asynqTasks is the sum of the asynq_queue_size gauges on the daemon's
-// /metrics: the tasks in its Asynq queues, in any state. It is -1 when
-// they cannot be read.
+// /metrics: the tasks in its Asynq queues, in any state (0 before any
+// queue exists: Asynq registers a queue with its first task). It is -1
+// when they cannot be read.
 func (b *bench) asynqTasks(ctx context.Context, base string) int {
 	resp, err := b.api.do(ctx, base, http.MethodGet, "/metrics", nil, auth{})
 	if err != nil || resp.status != http.StatusOK {
 		return -1
 	}
-	return sumGauge(string(resp.body), "asynq_queue_size")
+	return max(sumGauge(string(resp.body), "asynq_queue_size"), 0)
 }
 
 // sumGauge adds up the samples of the metric name in a Prometheus text
