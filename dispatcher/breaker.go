@@ -2,6 +2,7 @@ package dispatcher
 
 import (
 	"container/heap"
+	"context"
 	"math/rand/v2"
 	"slices"
 	"sync"
@@ -123,17 +124,21 @@ func spread(d time.Duration) time.Duration {
 // of the oldest attempt in flight when that is longer (a hanging
 // endpoint).
 //
-// Invariant: a first attempt waits only while every slot is taken, so a
-// slot's release always finds the line it must hand over.
+// A retry that finds every slot taken waits for one too, briefly and ahead
+// of the line (acquireRetry), so that a long line cannot keep retries out.
+//
+// Invariant: a first attempt or a retry waits only while every slot is
+// taken, so a slot's release always finds the waiter it must hand over to.
 type limiter struct {
 	slots   int
 	lineCap int // first attempts that may wait for a slot
 
 	mu       sync.Mutex
-	inflight []time.Time   // start times of the attempts in flight
-	line     []*job        // first attempts waiting for a slot, oldest first
-	latency  time.Duration // moving average of attempt durations
-	deferred dueHeap       // due times of deliveries deferred as busy
+	inflight []time.Time      // start times of the attempts in flight
+	line     []*job           // first attempts waiting for a slot, oldest first
+	retries  []chan time.Time // retries waiting for a slot, served before the line
+	latency  time.Duration    // moving average of attempt durations
+	deferred dueHeap          // due times of deliveries deferred as busy
 }
 
 // Bounds of a busy deferral.
@@ -180,8 +185,44 @@ func (l *limiter) acquireOrWait(now time.Time, j *job) (acquired, waiting bool) 
 	return false, false
 }
 
+// acquireRetry takes a slot for a retry's attempt, starting now, waiting
+// up to wait for one when every slot is taken. A waiting retry is served
+// before the line's first attempts, so that a backlog of those cannot keep
+// retries out for long; at most as many retries wait as there are slots.
+// It returns the slot's start.
+func (l *limiter) acquireRetry(ctx context.Context, now time.Time, wait time.Duration) (time.Time, bool) {
+	l.mu.Lock()
+	if l.take(now) {
+		l.mu.Unlock()
+		return now, true
+	}
+	if len(l.retries) >= l.slots {
+		l.mu.Unlock()
+		return time.Time{}, false
+	}
+	slot := make(chan time.Time, 1)
+	l.retries = append(l.retries, slot)
+	l.mu.Unlock()
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case start := <-slot:
+		return start, true
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if i := slices.Index(l.retries, slot); i >= 0 {
+		l.retries = slices.Delete(l.retries, i, i+1)
+		return time.Time{}, false
+	}
+	return <-slot, true // handed over just now
+}
+
 // release frees the slot of the attempt that started at start and took d
-// (0: no attempt was made). When a first attempt waits for a slot, the
+// (0: no attempt was made). When a retry waits for a slot (acquireRetry),
+// the slot passes to it; else, when a first attempt waits in the line, the
 // slot passes to it instead: release returns it and its slot's start,
 // now, and the caller makes it.
 func (l *limiter) release(start time.Time, d time.Duration, now time.Time) (*job, time.Time) {
@@ -194,6 +235,12 @@ func (l *limiter) release(start time.Time, d time.Duration, now time.Time) (*job
 		l.latency = d
 	default:
 		l.latency += (d - l.latency) / 8
+	}
+	if len(l.retries) > 0 && i >= 0 {
+		l.inflight[i] = now
+		l.retries[0] <- now // buffered: the waiting retry takes it
+		l.retries = l.retries[1:]
+		return nil, time.Time{}
 	}
 	if len(l.line) > 0 && i >= 0 {
 		next := l.line[0]

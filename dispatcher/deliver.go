@@ -145,14 +145,15 @@ func (d *Dispatcher) deliverTask(ctx context.Context, p *taskPayload) error {
 	if ok, wait := ep.breaker.allow(wall); !ok {
 		return d.deferral("circuit breaker open", wait)
 	}
-	if !ep.limit.tryAcquire(wall) {
+	start, ok := ep.limit.acquireRetry(ctx, wall, retrySlotWait)
+	if !ok {
 		ep.breaker.abandon()
-		return d.deferral("endpoint busy", ep.limit.busyDelay(wall))
+		return d.deferral("endpoint busy", ep.limit.busyDelay(time.Now()))
 	}
 	attempt := p.Base + retried + 1
 	at := d.now()
 	res := d.send(ctx, ep, ev.ID, body, attempt, at)
-	d.resume(ep.limit.release(wall, res.latency, time.Now()))
+	d.resume(ep.limit.release(start, res.latency, time.Now()))
 	d.roomMade()
 	if ctx.Err() != nil && d.cutting.Load() {
 		ep.breaker.abandon()
@@ -194,6 +195,10 @@ func (d *Dispatcher) deliverTask(ctx context.Context, p *taskPayload) error {
 	}
 	return ret
 }
+
+// retrySlotWait is how long a retry waits for a busy endpoint's slot
+// before it is deferred again.
+const retrySlotWait = 2 * time.Second
 
 // errEventGone is a delivery whose event, or whose session's event
 // details, are gone: the session was purged (or the event is past its

@@ -398,14 +398,23 @@ func holdingReceiver(t testing.TB, secrets ...string) (rv *receiver, release fun
 	release = func() { once.Do(func() { close(released) }) }
 	t.Cleanup(release)
 	rv.setAnswer(func(w http.ResponseWriter, r *http.Request, _ int) int {
-		select {
-		case <-r.Context().Done():
+		if !held(r, released) {
 			return 0
-		case <-released:
 		}
 		return answerCode(w, http.StatusNoContent)
 	})
 	return rv, release
+}
+
+// held holds a request until release is closed, and reports false if the
+// client gave up first.
+func held(r *http.Request, release <-chan struct{}) bool {
+	select {
+	case <-r.Context().Done():
+		return false
+	case <-release:
+		return true
+	}
 }
 
 func (rv *receiver) url() string { return rv.srv.URL + "/hook" }

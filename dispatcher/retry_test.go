@@ -319,6 +319,54 @@ func TestLimiterLine(t *testing.T) {
 	}
 }
 
+// TestLimiterRetryWaits: a retry that finds every slot taken waits for
+// one, ahead of the line's first attempts, and gives up after its wait
+// without leaving a trace.
+func TestLimiterRetryWaits(t *testing.T) {
+	t0 := time.Now()
+	l := newLimiter(1, 4)
+	l.tryAcquire(t0)
+	if acquired, waiting := l.acquireOrWait(t0, &job{}); acquired || !waiting {
+		t.Fatal("a first attempt did not wait in the line")
+	}
+	// Nobody frees the slot: the retry gives up after its wait.
+	if _, ok := l.acquireRetry(context.Background(), t0, 10*time.Millisecond); ok {
+		t.Fatal("a retry got a slot nobody freed")
+	}
+	if len(l.retries) != 0 {
+		t.Fatalf("%d retries still waiting after giving up", len(l.retries))
+	}
+	// The slot is freed while the retry waits: the retry gets it, before
+	// the line's first attempt.
+	got := make(chan time.Time, 1)
+	go func() {
+		start, ok := l.acquireRetry(context.Background(), t0, 10*time.Second)
+		if !ok {
+			start = time.Time{}
+		}
+		got <- start
+	}()
+	waitFor(t, 5*time.Second, "the retry waiting", func() bool {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		return len(l.retries) == 1
+	})
+	freed := t0.Add(time.Second)
+	if next, _ := l.release(t0, time.Millisecond, freed); next != nil {
+		t.Fatal("the slot went to the line's first attempt, not the waiting retry")
+	}
+	if start := <-got; !start.Equal(freed) {
+		t.Fatalf("the retry's slot starts at %v, want %v", start, freed)
+	}
+	if l.waiting() != 1 {
+		t.Errorf("the first attempt left the line: %d waiting", l.waiting())
+	}
+	// The retry's release goes to the line.
+	if next, _ := l.release(freed, time.Millisecond, freed.Add(time.Second)); next == nil {
+		t.Error("the retry's slot did not go to the waiting first attempt")
+	}
+}
+
 func TestDeliveryID(t *testing.T) {
 	id := deliveryID("6f1c3a0e-9a8e-4c1e-8d5e-2a7c0b9d4e11", "evt_0123abcd", "my-endpoint_2")
 	if id != "6f1c3a0e-9a8e-4c1e-8d5e-2a7c0b9d4e11~evt_0123abcd~my-endpoint_2" {

@@ -86,28 +86,26 @@ func (d *Dispatcher) resume(j *job, start time.Time) {
 // for the slot, which now holds it, and that slot's start.
 func (d *Dispatcher) attempt(j *job, start time.Time, allowed bool) (*job, time.Time) {
 	ctx := d.baseCtx
-	ev, ep := j.ev, j.ep
+	lim := j.ep.limit // the slot's, whatever the endpoint has become
 	if !allowed {
-		// It waited in the line: the endpoint may have changed since.
-		cur := d.endpoints().endpoint(ep.id)
-		if cur == nil || cur.limit != ep.limit || cur.disabledNow() {
-			// Deleted or disabled meanwhile: the entry is left for a
-			// claim, which delivers what the endpoints want by then.
-			next, nstart := ep.limit.release(start, 0, time.Now())
-			d.flight.remove(ev.Shard, j.entry.id)
+		if outcome, why := d.refresh(ctx, j); outcome != waitedMake {
+			next, nstart := lim.release(start, 0, time.Now())
+			d.roomMade()
+			d.settle(j, outcome, why)
 			return next, nstart
 		}
-		j.ep, ep = cur, cur
-		if ok, wait := ep.breaker.allow(start); !ok {
-			next, nstart := ep.limit.release(start, 0, time.Now())
+		if ok, wait := j.ep.breaker.allow(start); !ok {
+			next, nstart := lim.release(start, 0, time.Now())
+			d.roomMade()
 			d.deferFirst(j, "circuit breaker open", wait)
 			return next, nstart
 		}
 	}
+	ev, ep := j.ev, j.ep
 	d.stats.attempts.Add(1)
 	at := d.now()
 	res := d.send(ctx, ep, ev.ID, j.body, 1, at)
-	next, nstart := ep.limit.release(start, res.latency, time.Now())
+	next, nstart := lim.release(start, res.latency, time.Now())
 	d.roomMade()
 	if ctx.Err() != nil && d.cutting.Load() {
 		// Cut off by shutdown: the entry stays pending for a claim, and
@@ -153,6 +151,81 @@ func (d *Dispatcher) attempt(j *job, start time.Time, allowed bool) (*job, time.
 	d.logAttempt(ctx, w, &res)
 	d.finish(j, w)
 	return next, nstart
+}
+
+// A first attempt that waited in the line is, once it gets a slot:
+const (
+	waitedMake  = iota // made
+	waitedDrop         // dropped: its endpoint was deleted or its session purged
+	waitedDead         // dead: its endpoint was disabled
+	waitedDefer        // deferred: its event's details could not be read
+)
+
+// refresh brings a first attempt that waited in the line up to date: the
+// endpoint as it is now, and the body put together again from the event's
+// details as they are now, so that a redaction or a purge made while it
+// waited reaches it (as it reaches a retry). It says what becomes of the
+// attempt, and why when that is not waitedMake.
+func (d *Dispatcher) refresh(ctx context.Context, j *job) (outcome int, why string) {
+	cur := d.endpoints().endpoint(j.ep.id)
+	switch {
+	case cur == nil:
+		return waitedDrop, "endpoint deleted"
+	case cur.disabled:
+		return waitedDead, "endpoint is disabled"
+	case cur.marked.Load():
+		return waitedDead, "endpoint is disabled: it answered 410 Gone"
+	}
+	j.ep = cur
+	data, full, err := d.events.EventDetails(ctx, []*lifecycle.Event{j.ev})
+	if err != nil {
+		return waitedDefer, "read the event's details: " + err.Error()
+	}
+	if !full[0] {
+		return waitedDrop, "session purged"
+	}
+	body, err := j.ev.WebhookBody(data[0])
+	if err != nil {
+		return waitedDefer, "put the webhook body together: " + err.Error()
+	}
+	j.body = body
+	return waitedMake, ""
+}
+
+// settle ends a first attempt that waited in the line and is not to be
+// made. Dropped, its share of the entry is done without a record, as a
+// retry of a deleted endpoint or a purged session is dropped; dead, it is
+// archived (replayable) with why, as a retry to a disabled endpoint is;
+// deferred, an Asynq task makes it later.
+func (d *Dispatcher) settle(j *job, outcome int, why string) {
+	switch outcome {
+	case waitedDefer:
+		d.deferFirst(j, why, time.Second)
+	case waitedDead:
+		d.stats.dead.Add(1)
+		task := j.task()
+		if err := d.bury(d.baseCtx, j.ev, task.Delivery, task); err != nil {
+			d.unfinished(j, "archive dead delivery", err)
+			return
+		}
+		w := j.write()
+		w.status, w.err = StatusDead, why
+		d.log.Warn("webhook delivery dead", "delivery_id", task.Delivery, "endpoint_id", j.ep.id, "err", why)
+		d.finish(j, w)
+	default:
+		d.stats.dropped.Add(1)
+		d.log.Debug("webhook delivery dropped", "delivery_id", deliveryID(j.ev.SessionID, j.ev.ID, j.ep.id), "reason", why)
+		if j.entry.left.Add(-1) > 0 {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(d.baseCtx), recordTimeout)
+		defer cancel()
+		if err := d.rdb.XAck(ctx, d.keys.Outbox(j.entry.shard), relayGroup, j.entry.id).Err(); err != nil {
+			d.unfinished(j, "acknowledge a dropped delivery", err)
+			return
+		}
+		d.flight.remove(j.entry.shard, j.entry.id)
+	}
 }
 
 // write is the start of the record of j's first attempt.
