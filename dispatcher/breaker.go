@@ -154,13 +154,8 @@ func newLimiter(n, lineCap int) *limiter {
 	return &limiter{slots: n, lineCap: lineCap, inflight: make([]time.Time, 0, n)}
 }
 
-// tryAcquire takes a slot for an attempt starting now, if one is free.
-func (l *limiter) tryAcquire(now time.Time) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.take(now)
-}
-
+// take takes a slot for an attempt starting now, if one is free; l.mu is
+// held.
 func (l *limiter) take(now time.Time) bool {
 	if len(l.inflight) >= l.slots {
 		return false
@@ -272,13 +267,6 @@ func (l *limiter) saturated() bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return len(l.line) >= l.slots
-}
-
-// waiting is the length of the line.
-func (l *limiter) waiting() int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return len(l.line)
 }
 
 // busyDelay returns how long to defer a delivery that found the limiter

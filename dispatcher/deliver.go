@@ -153,8 +153,7 @@ func (d *Dispatcher) deliverTask(ctx context.Context, p *taskPayload) error {
 	attempt := p.Base + retried + 1
 	at := d.now()
 	res := d.send(ctx, ep, ev.ID, body, attempt, at)
-	d.resume(ep.limit.release(start, res.latency, time.Now()))
-	d.roomMade()
+	d.resume(d.free(ep.limit, start, res.latency))
 	if ctx.Err() != nil && d.cutting.Load() {
 		ep.breaker.abandon()
 		return &deferError{reason: "cut off by shutdown"}

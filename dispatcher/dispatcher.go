@@ -56,7 +56,7 @@ type Dispatcher struct {
 	inspector   *asynq.Inspector
 	server      *asynq.Server // retries, deferrals and replays
 	jobs        chan *job     // first attempts, to the workers
-	room        chan struct{} // a line got shorter (roomMade)
+	room        chan struct{} // a slot was freed (free)
 	consumer    string        // this process's name in the outbox group
 	taskTimeout time.Duration // Asynq's deadline for one task
 	tick        time.Duration // the maintenance loop's period

@@ -393,10 +393,7 @@ func newReceiver(t testing.TB, secrets ...string) *receiver {
 func holdingReceiver(t testing.TB, secrets ...string) (rv *receiver, release func()) {
 	t.Helper()
 	rv = newReceiver(t, secrets...)
-	released := make(chan struct{})
-	var once sync.Once
-	release = func() { once.Do(func() { close(released) }) }
-	t.Cleanup(release)
+	released, release := releaser(t)
 	rv.setAnswer(func(w http.ResponseWriter, r *http.Request, _ int) int {
 		if !held(r, released) {
 			return 0
@@ -404,6 +401,16 @@ func holdingReceiver(t testing.TB, secrets ...string) (rv *receiver, release fun
 		return answerCode(w, http.StatusNoContent)
 	})
 	return rv, release
+}
+
+// releaser returns a channel that release closes, at the latest when the
+// test ends (release may be called more than once).
+func releaser(t testing.TB) (released <-chan struct{}, release func()) {
+	c := make(chan struct{})
+	var once sync.Once
+	release = func() { once.Do(func() { close(c) }) }
+	t.Cleanup(release)
+	return c, release
 }
 
 // held holds a request until release is closed, and reports false if the

@@ -219,6 +219,20 @@ func TestBreaker(t *testing.T) {
 	}
 }
 
+// tryAcquire takes a slot for an attempt starting now, if one is free.
+func (l *limiter) tryAcquire(now time.Time) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.take(now)
+}
+
+// waiting is the length of the line.
+func (l *limiter) waiting() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.line)
+}
+
 func TestLimiterBusyDelay(t *testing.T) {
 	now := time.Now()
 	l := newLimiter(2, 0)

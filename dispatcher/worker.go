@@ -89,14 +89,12 @@ func (d *Dispatcher) attempt(j *job, start time.Time, allowed bool) (*job, time.
 	lim := j.ep.limit // the slot's, whatever the endpoint has become
 	if !allowed {
 		if outcome, why := d.refresh(ctx, j); outcome != waitedMake {
-			next, nstart := lim.release(start, 0, time.Now())
-			d.roomMade()
+			next, nstart := d.free(lim, start, 0)
 			d.settle(j, outcome, why)
 			return next, nstart
 		}
 		if ok, wait := j.ep.breaker.allow(start); !ok {
-			next, nstart := lim.release(start, 0, time.Now())
-			d.roomMade()
+			next, nstart := d.free(lim, start, 0)
 			d.deferFirst(j, "circuit breaker open", wait)
 			return next, nstart
 		}
@@ -105,8 +103,7 @@ func (d *Dispatcher) attempt(j *job, start time.Time, allowed bool) (*job, time.
 	d.stats.attempts.Add(1)
 	at := d.now()
 	res := d.send(ctx, ep, ev.ID, j.body, 1, at)
-	next, nstart := lim.release(start, res.latency, time.Now())
-	d.roomMade()
+	next, nstart := d.free(lim, start, res.latency)
 	if ctx.Err() != nil && d.cutting.Load() {
 		// Cut off by shutdown: the entry stays pending for a claim, and
 		// the attempt is made again (it was not recorded).
@@ -239,13 +236,17 @@ func (j *job) task() *taskPayload {
 	return &taskPayload{Delivery: deliveryID(j.ev.SessionID, j.ev.ID, j.ep.id), Cursor: j.ev.Cursor}
 }
 
-// roomMade tells a relay waiting for room in the endpoints' lines to look
-// again.
-func (d *Dispatcher) roomMade() {
+// free releases the slot held since start by an attempt that took took
+// (0: none was made), and tells a relay waiting for room in the lines
+// (awaitRoom) to look again. It returns the first attempt the slot was
+// handed to, if any, and the slot's new start (limiter.release).
+func (d *Dispatcher) free(lim *limiter, start time.Time, took time.Duration) (*job, time.Time) {
+	next, nstart := lim.release(start, took, time.Now())
 	select {
 	case d.room <- struct{}{}:
 	default:
 	}
+	return next, nstart
 }
 
 // deferFirst puts a first attempt off without using it up: an Asynq task
